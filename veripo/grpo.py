@@ -1,0 +1,217 @@
+"""Group Relative Policy Optimisation, with the video (or image) in every forward.
+
+Per round: ``rollout_batch`` queries, G rollouts each (vision encoded once per query); rewards =
+format + accuracy; advantages normalised within each group; the old policy's log-probs are taken
+once after sampling; then the rollouts are split into optimiser steps of ``global_batch`` sequences
+with the clipped-ratio loss, optionally with a k3 KL penalty to a frozen reference.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+
+from veripo import policy, rewards
+from veripo.training import StepCheckpointer, build_optimizer, frozen_vision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOConfig:
+    rollouts_per_query: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    clip_eps: float
+    kl_coef: float
+    lr: float
+    global_batch: int
+    rollout_batch: int
+    micro_batch: int
+    epochs: int
+    grad_clip: float
+    format_weight: float
+    adv_eps: float
+    freeze_vision: bool
+    weight_decay: float
+    seed: int
+    checkpoint_every: int
+
+
+def group_advantages(rewards_: torch.Tensor, eps: float) -> torch.Tensor:
+    """(Q, G) -> (Q, G): (r - mean) / (std + eps) within each query's group. All-equal groups give 0."""
+    mean = rewards_.mean(1, keepdim=True)
+    std = rewards_.std(1, keepdim=True, unbiased=True) if rewards_.shape[1] > 1 else torch.zeros_like(mean)
+    return (rewards_ - mean) / (std + eps)
+
+
+def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+              clip_eps: float, ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0):
+    """Per-sequence token-mean of the clipped surrogate (minus the KL term); summed over sequences.
+
+    logp/old_logp/ref_logp/mask: (n, T); adv: (n,). Returns (loss_sum, stats)."""
+    m = mask.float()
+    ratio = torch.exp(logp - old_logp)
+    a = adv.unsqueeze(1)
+    surrogate = torch.min(ratio * a, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * a)
+    per_tok = -surrogate
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None and kl_coef > 0:
+        diff = ref_logp - logp
+        kl = torch.exp(diff) - diff - 1  # k3 estimator: unbiased, non-negative
+        per_tok = per_tok + kl_coef * kl
+    tokens = m.sum(1).clamp(min=1)
+    loss = ((per_tok * m).sum(1) / tokens).sum()
+    clipped = ((ratio - 1).abs() > clip_eps).float()
+    stats = {"kl": float(((kl * m).sum(1) / tokens).sum()), "clip_frac": float(((clipped * m).sum(1) / tokens).sum())}
+    return loss, stats
+
+
+@dataclass
+class Group:
+    record: dict
+    prompt: policy.EncodedPrompt
+    rollouts: policy.Rollouts
+    texts: list
+    acc: list
+    fmt: list
+    adv: torch.Tensor
+    old_logp: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+
+
+def _rollout_rows(group: Group, stage: str, iteration: int, round_idx: int, media_cfg: dict) -> list[dict]:
+    rows = []
+    rec = {k: v for k, v in group.record.items() if not k.startswith("_")}
+    for i, text in enumerate(group.texts):
+        rows.append({
+            "rollout_id": f"{rec['id']}#{i}", "query_id": rec["id"], "rollout": i, "stage": stage,
+            "iteration": iteration, "round": round_idx, "completion": text,
+            "num_tokens": int(group.rollouts.mask[i].sum()), "truncated": bool(group.rollouts.truncated[i]),
+            "reward_accuracy": group.acc[i], "reward_format": group.fmt[i],
+            "reward": group.acc[i] + group.fmt[i], "advantage": float(group.adv[i]),
+            "media": {k: media_cfg[k] for k in ("fps", "max_frames", "min_pixels", "max_pixels")},
+            "query": rec,
+        })
+    return rows
+
+
+def sample_group(model, processor, record: dict, cfg: GRPOConfig, templates: dict, media_cfg: dict,
+                 generator: torch.Generator) -> Group:
+    prompt = policy.encode_query(processor, record, templates, media_cfg, None, source=record.get("_source"))
+    ro = policy.sample(model, prompt, cfg.rollouts_per_query, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                       generator=generator, pad_id=processor.tokenizer.pad_token_id)
+    texts = policy.decode(processor, ro)
+    acc = [rewards.accuracy_reward(t, record) for t in texts]
+    fmt = [rewards.format_reward(t, cfg.format_weight) for t in texts]
+    return Group(record, prompt, ro, texts, acc, fmt, torch.zeros(len(texts)))
+
+
+def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, templates: dict, media_cfg: dict,
+               stage: str, iteration: int, on_rollouts, checkpointer: StepCheckpointer | None = None,
+               progress=None) -> list[dict]:
+    """Run GRPO over ``records`` for ``cfg.epochs``; ``on_rollouts(rows)`` receives every round's
+    rollouts. Returns the per-step metrics."""
+    if cfg.freeze_vision:
+        frozen_vision(model)
+    ref = None
+    if cfg.kl_coef > 0:
+        ref = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    rounds = []
+    for epoch in range(cfg.epochs):
+        order = list(range(len(records)))
+        random.Random(cfg.seed + epoch).shuffle(order)
+        for start in range(0, len(order), cfg.rollout_batch):
+            rounds.append([records[i] for i in order[start:start + cfg.rollout_batch]])
+    state = {"round": 0, "metrics": []}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if checkpointer is not None:
+        state = checkpointer.restore(model, opt, generator, state)
+    bar = progress(total=len(rounds), initial=state["round"], desc=f"grpo {stage}") if progress else None
+    for r in range(state["round"], len(rounds)):
+        metrics = _grpo_round(model, ref, opt, processor, rounds[r], cfg, templates, media_cfg, stage,
+                              iteration, r, generator, on_rollouts)
+        state["metrics"].extend(metrics)
+        state["round"] = r + 1
+        if checkpointer is not None and (r + 1) % cfg.checkpoint_every == 0 and r + 1 < len(rounds):
+            checkpointer.save(model, opt, generator, state)
+        if bar:
+            bar.update(1)
+            bar.set_postfix(acc=f"{metrics[-1]['reward/accuracy']:.2f}" if metrics else "-")
+    if bar:
+        bar.close()
+    return state["metrics"]
+
+
+def _grpo_round(model, ref, opt, processor, batch, cfg: GRPOConfig, templates, media_cfg, stage, iteration,
+                round_idx, generator, on_rollouts) -> list[dict]:
+    t0 = time.perf_counter()
+    model.eval()
+    groups = [sample_group(model, processor, rec, cfg, templates, media_cfg, generator) for rec in batch]
+    t_sample = time.perf_counter() - t0
+    rew = torch.tensor([[a + f for a, f in zip(g.acc, g.fmt)] for g in groups])
+    adv = group_advantages(rew, cfg.adv_eps)
+    n_seq = sum(len(g.texts) for g in groups)
+    multi_step = cfg.global_batch < n_seq
+    with torch.no_grad():
+        for g, a in zip(groups, adv):
+            g.adv = a
+            # One optimiser step per round makes old == current: the ratio is exactly 1 then.
+            if multi_step:
+                g.old_logp = _chunked_logprobs(model, g, cfg.micro_batch)
+            if ref is not None:
+                g.ref_logp = _chunked_logprobs(ref, g, cfg.micro_batch)
+    rows = [row for g in groups for row in _rollout_rows(g, stage, iteration, round_idx, media_cfg)]
+    on_rollouts(rows)
+
+    model.train()
+    seqs = [(gi, i) for gi, g in enumerate(groups) for i in range(len(g.texts))]
+    random.Random(cfg.seed * 7919 + round_idx).shuffle(seqs)
+    metrics = []
+    for s in range(0, len(seqs), cfg.global_batch):
+        step = seqs[s:s + cfg.global_batch]
+        opt.zero_grad(set_to_none=True)
+        total, stats = 0.0, {"kl": 0.0, "clip_frac": 0.0}
+        by_group: dict = {}
+        for gi, i in step:
+            by_group.setdefault(gi, []).append(i)
+        for gi, idx in by_group.items():
+            g = groups[gi]
+            for c in range(0, len(idx), cfg.micro_batch):
+                rows_ = torch.tensor(idx[c:c + cfg.micro_batch])
+                toks, mask = g.rollouts.tokens[rows_], g.rollouts.mask[rows_]
+                logp = policy.completion_logprobs(model, g.prompt, toks, mask)
+                old = g.old_logp[rows_] if g.old_logp is not None else logp.detach()
+                refl = g.ref_logp[rows_] if g.ref_logp is not None else None
+                loss, st = grpo_loss(logp, old, g.adv[rows_], mask, cfg.clip_eps, refl, cfg.kl_coef)
+                (loss / len(step)).backward()
+                total += float(loss)
+                for k in stats:
+                    stats[k] += st[k]
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                                   cfg.grad_clip)
+        opt.step()
+        metrics.append({
+            "stage": stage, "iteration": iteration, "round": round_idx, "step_in_round": s // cfg.global_batch,
+            "loss": total / len(step), "kl": stats["kl"] / len(step), "clip_frac": stats["clip_frac"] / len(step),
+            "grad_norm": float(grad_norm), "reward/accuracy": float(torch.tensor([a for g in groups for a in g.acc]).mean()),
+            "reward/format": float(torch.tensor([f for g in groups for f in g.fmt]).mean()),
+            "response_length": float(torch.cat([g.rollouts.mask.sum(1) for g in groups]).float().mean()),
+            "seconds/sample": t_sample, "seconds/round": time.perf_counter() - t0,
+        })
+        log.info("grpo %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics[-1].items()})
+    return metrics
+
+
+def _chunked_logprobs(model, g: Group, micro: int) -> torch.Tensor:
+    parts = []
+    for c in range(0, g.rollouts.tokens.shape[0], micro):
+        parts.append(policy.completion_logprobs(model, g.prompt, g.rollouts.tokens[c:c + micro],
+                                                g.rollouts.mask[c:c + micro]))
+    return torch.cat(parts)

@@ -1,0 +1,83 @@
+"""JSON/JSONL reading with precise error locations, and atomic writes (temp name, then rename)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from veripo.errors import InputError
+
+
+def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict]:
+    """All records of a JSONL file; every record must be an object holding the ``required`` fields."""
+    return list(iter_jsonl(path, required))
+
+
+def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[dict]:
+    required = tuple(required)
+    if not os.path.exists(path):
+        raise InputError(path, "file does not exist")
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", line=lineno) from None
+            if not isinstance(rec, dict):
+                raise InputError(path, f"expected a JSON object, got {type(rec).__name__}", line=lineno)
+            for key in required:
+                if key not in rec:
+                    raise InputError(path, "missing required field", line=lineno, field=key)
+            rec["_line"] = lineno
+            yield rec
+
+
+def _strip_private(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if not k.startswith("_")}
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success it is renamed to ``path`` (file or directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp / path.name
+    try:
+        yield target
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(_strip_private(rec), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    if not os.path.exists(path):
+        raise InputError(path, "file does not exist")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            return json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"malformed JSON ({exc.msg})", line=exc.lineno) from None
