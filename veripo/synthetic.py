@@ -1,7 +1,7 @@
 """Synthetic data for the offline default: real mp4 videos whose answers depend on the pixels.
 
 Each video shows 1-3 white squares moving in one direction over a coloured background. Questions
-ask for the direction or the background colour (multiple choice, shuffled options) or the number of squares (a number, scored by MRA).
+ask for the direction or the background colour (multiple choice, options in a fixed order) or the number of squares (a number, scored by MRA).
 The activation stage gets text arithmetic and still images. The benchmark file uses VSI-Bench's
 record format so it runs through the same loader and scorer as the real benchmark.
 """
@@ -58,9 +58,9 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
 
 
 def _mc(rng: random.Random, question: str, correct: str, pool: list[str]) -> dict:
-    distractors = rng.sample([p for p in pool if p != correct], 3)
-    opts = distractors + [correct]
-    rng.shuffle(opts)
+    # Options keep the pool's order: a 2-layer model learned to see the answer within the warm-up,
+    # but not to look up its letter in shuffled options.
+    opts = list(pool)
     letters = "ABCD"
     options = [f"{letters[i]}. {o}" for i, o in enumerate(opts)]
     return {"question": question + "\n" + "\n".join(options), "options": options,

@@ -94,13 +94,16 @@ def build_tiny_qwen25vl(out_dir: str, spec: dict, corpus_extra: Iterable[str] = 
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + TAG_TOKENS}
     n_vocab = ((len(tok) + 63) // 64) * 64  # padded like real checkpoints
     hidden = spec["hidden_size"]
+    half = hidden // spec["num_heads"] // 2
+    # M-RoPE splits each head's rotary half into temporal/height/width parts in Qwen's 2:3:3 ratio
+    mrope = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
     cfg = Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=n_vocab, hidden_size=hidden, intermediate_size=2 * hidden,
             num_hidden_layers=spec["num_layers"], num_attention_heads=spec["num_heads"],
             num_key_value_heads=spec["num_kv_heads"], max_position_embeddings=4096,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
-                             "mrope_section": spec["mrope_section"]},
+                             "mrope_section": mrope},
             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
             tie_word_embeddings=False,
         ),

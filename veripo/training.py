@@ -41,7 +41,7 @@ class StepCheckpointer:
         self.root = Path(root)
         self.keep = keep
 
-    def _complete(self) -> list[Path]:
+    def completed(self) -> list[Path]:
         if not self.root.exists():
             return []
         done = [p for p in self.root.glob("step-*") if p.is_dir() and (p / "COMPLETE").exists()]
@@ -59,12 +59,12 @@ class StepCheckpointer:
         (tmp / "COMPLETE").write_text("")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        for old in self._complete()[:-self.keep]:
+        for old in self.completed()[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
     def restore(self, model, optimizer, generator: torch.Generator, state: dict) -> dict:
-        done = self._complete()
+        done = self.completed()
         if not done:
             return state
         latest = done[-1]

@@ -126,3 +126,10 @@ def verify(rollout: dict, tokenizer, cfg: VerifierConfig, judge=rule_judge) -> d
         "checks": {"length": length, "format": fmt, "repetition": rep, "accuracy": acc, "consistency": cons},
         "clean": clean, "reasons": reasons,
     }
+
+
+def get_judge(spec: dict):
+    """The consistency judge named in the config (``verifier.judge.backend``)."""
+    if spec["backend"] == "rule":
+        return rule_judge
+    raise ValueError(f"unknown judge backend {spec['backend']!r}")

@@ -1,0 +1,24 @@
+# VerIPO: GRPO -> Rollout-Aware Verifier -> DPO, iterated, then benchmark evaluation.
+#   snakemake --cores 2 iter3/eval/vsi_bench.json      (local, embedded tiny default)
+#   snakemake --profile profiles/slurm iter3/eval/vsi_bench.json --configfile configs/qwen25vl-7b.yaml
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/base.smk"
+include: "rules/grpo.smk"
+include: "rules/verifier.smk"
+include: "rules/dpo.smk"
+include: "rules/eval.smk"
+
+
+rule all:
+    input:
+        expand("iter{iter}/eval/{bench}.json", iter=config["iterations"], bench=list(config["eval"]["benchmarks"])),
+    default_target: True

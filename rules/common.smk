@@ -1,0 +1,78 @@
+# Config validation at parse time, wildcard constraints and the input functions that unroll the
+# iterations: iteration k reads iteration k-1's model and curriculum-filtered queries.
+import json
+import shlex
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from veripo.config import ConfigError, grpo_stage, validate_config
+
+try:
+    validate_config(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+SCRIPTS = os.path.join(workflow.basedir, "scripts")
+# The interpreter running snakemake has the stack when installed with the README's command; under
+# --sdm conda each rule's env provides `python`.
+PYTHON = "python" if "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")) else sys.executable
+TINY = config["base_model"] == "tiny"
+BENCHMARKS = list(config["eval"]["benchmarks"])
+
+
+wildcard_constraints:
+    iter=r"\d+",
+    bench="|".join(BENCHMARKS),
+
+
+def as_arg(obj):
+    """A config section as one shell-quoted JSON argument."""
+    return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def base_model_path():
+    return "base/model" if TINY else config["base_model"]
+
+
+def base_model_input(wildcards=None):
+    return ["base/model"] if TINY else []
+
+
+def model_of_iteration(k):
+    """Checkpoint that ends iteration k: activation GRPO for 0, DPO for k >= 1."""
+    k = int(k)
+    return "iter0/grpo/model" if k == 0 else f"iter{k}/dpo/model"
+
+
+def grpo_start_model(wildcards):
+    k = int(wildcards.iter)
+    return base_model_path() if k == 0 else model_of_iteration(k - 1)
+
+
+def grpo_start_input(wildcards):
+    k = int(wildcards.iter)
+    return base_model_input() if k == 0 else [model_of_iteration(k - 1)]
+
+
+def grpo_queries(wildcards):
+    k = int(wildcards.iter)
+    if k == 0:
+        return config["data"]["train_activation"]
+    if k == 1:
+        return config["data"]["train_video"]
+    return f"iter{k - 1}/data/train_video.jsonl"
+
+
+def policy_args(*sections):
+    cfg = {"dtype": config["dtype"], "attn_implementation": config.get("attn_implementation"),
+           "prompts": config["prompts"], "media": config["media"]}
+    for s in sections:
+        cfg[s] = config[s]
+    return cfg
+
+
+def grpo_args(wildcards):
+    cfg = policy_args()
+    cfg["grpo"] = grpo_stage(config, int(wildcards.iter))
+    return as_arg(cfg)

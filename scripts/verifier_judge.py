@@ -1,0 +1,33 @@
+"""Verdicts for every rollout of a GRPO stage, plus per-iteration statistics."""
+import _bootstrap  # noqa: F401
+import click
+
+from veripo.cli import JSON, main_guard, progress, setup_logging
+
+
+@click.command()
+@click.option("--rollouts", required=True)
+@click.option("--model", "model_path", required=True, help="policy checkpoint (its tokenizer counts think tokens)")
+@click.option("--config", "cfg", type=JSON, required=True, help="verifier section")
+@click.option("--out", required=True)
+@click.option("--stats", "stats_out", required=True)
+@main_guard
+def main(rollouts, model_path, cfg, out, stats_out):
+    setup_logging()
+    from transformers import AutoTokenizer
+
+    from veripo import verifier
+    from veripo.jsonio import read_jsonl, write_json, write_jsonl
+    from veripo.verifier_stats import verdict_statistics
+
+    rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "completion", "query", "iteration"))
+    tok = AutoTokenizer.from_pretrained(model_path)
+    vcfg = verifier.VerifierConfig(**{k: v for k, v in cfg.items() if k != "judge"})
+    judge = verifier.get_judge(cfg["judge"])
+    verdicts = [verifier.verify(r, tok, vcfg, judge) for r in progress(rows, desc="verify")]
+    write_jsonl(out, verdicts)
+    write_json(stats_out, verdict_statistics(verdicts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Plumbing shared by the scripts/ CLIs: JSON options, logging, progress bars, clean error exits."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+
+import click
+
+from veripo.errors import InputError
+
+
+class JsonParam(click.ParamType):
+    name = "json"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (dict, list)):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not valid JSON: {exc}", param, ctx)
+
+
+JSON = JsonParam()
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("httpx", "urllib3", "DeepSpeed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress(*args, **kwargs):
+    """A tqdm bar on stderr (the rule's log), refreshed at most every 2 s so logs stay readable."""
+    from tqdm import tqdm
+
+    kwargs.setdefault("file", sys.stderr)
+    kwargs.setdefault("mininterval", 2.0)
+    kwargs.setdefault("dynamic_ncols", False)
+    return tqdm(*args, **kwargs)
+
+
+def main_guard(fn):
+    """Bad input exits with a one-line message naming file/line/field instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def set_threads() -> None:
+    import os
+
+    import torch
+
+    n = int(os.environ.get("VERIPO_THREADS", "0") or 0)
+    if n > 0:
+        torch.set_num_threads(n)
