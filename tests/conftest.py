@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny Qwen2.5-VL built offline and a small synthetic video set, once per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, default_config) -> str:
+    from veripo.tiny import build_tiny_qwen25vl
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    build_tiny_qwen25vl(str(out), default_config["tiny_model"], default_config["prompts"].values())
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def video_set(tmp_path_factory) -> list[dict]:
+    """Colour questions on 16 synthetic videos (records with resolved paths)."""
+    from veripo import jsonio, queries, synthetic
+
+    d = tmp_path_factory.mktemp("videos")
+    recs = synthetic.make_video_set(d, 16, seed=11, tasks=["color"], size=64, fps=8, seconds=1.0)
+    jsonio.write_jsonl(d / "q.jsonl", recs)
+    return queries.load_queries(str(d / "q.jsonl"))
+
+
+@pytest.fixture(scope="session")
+def media(default_config) -> dict:
+    return dict(default_config["media"])
+
+
+@pytest.fixture(scope="session")
+def templates(default_config) -> dict:
+    return default_config["prompts"]
+
+
+@pytest.fixture()
+def tiny_policy(tiny_dir, media):
+    from veripo import policy
+
+    model, processor = policy.load_policy(tiny_dir)
+    policy.configure_processor(processor, media)
+    return model, processor
