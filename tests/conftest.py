@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from veripo.torchvision_cpu import apply as _apply_torchvision_cpu_shim
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_apply_torchvision_cpu_shim()  # before any test imports transformers' processors
 
 
 @pytest.fixture(scope="session")
