@@ -9,6 +9,8 @@ if TINY:
         params:
             spec=lambda wc: as_arg(config.get("tiny_model", {})),
             prompts=lambda wc: as_arg(config["prompts"]),
+        resources:
+            **rule_resources("base_build_tiny"),
         log:
             "logs/base_build_tiny/base_build_tiny.log",
         benchmark:
@@ -30,6 +32,8 @@ if TINY:
         params:
             cfg=lambda wc: as_arg(policy_args("warmup")),
         threads: 2
+        resources:
+            **rule_resources("base_warmup"),
         log:
             "logs/base_warmup/base_warmup.log",
         benchmark:

@@ -66,7 +66,7 @@ def grpo_queries(wildcards):
 
 def policy_args(*sections):
     cfg = {"dtype": config["dtype"], "attn_implementation": config.get("attn_implementation"),
-           "prompts": config["prompts"], "media": config["media"]}
+           "prompts": config["prompts"], "media": config["media"], "train": config["train"]}
     for s in sections:
         cfg[s] = config[s]
     return cfg
@@ -76,3 +76,37 @@ def grpo_args(wildcards):
     cfg = policy_args()
     cfg["grpo"] = grpo_stage(config, int(wildcards.iter))
     return as_arg(cfg)
+
+
+def rule_resources(name):
+    """Resources of rule ``name`` from config ``resources`` (its entry over ``default``), in the
+    SLURM executor plugin's names. runtime and mem_mb grow with the attempt, so --retries asks for more."""
+    r = {**config["resources"]["default"], **config["resources"].get(name, {})}
+    out = {
+        "runtime": lambda wc, attempt: r["runtime"] * attempt,
+        "mem_mb": lambda wc, attempt: r["mem_mb"] * attempt,
+        "cpus_per_task": r["cpus_per_task"],
+        "nodes": r["nodes"],
+        # one task per node: the launcher (veripo/launch.py) starts the node's processes itself
+        "tasks": r["nodes"],
+        "procs_per_node": r["procs_per_node"],
+    }
+    if r["gpus_per_node"]:
+        out["gres"] = f"gpu:{r['gpus_per_node']}"  # per node; `gpu=N` would mean N for the whole job
+    for key, plugin_key in (("partition", "slurm_partition"), ("account", "slurm_account"),
+                            ("slurm_extra", "slurm_extra")):
+        if r[key]:
+            out[plugin_key] = r[key]
+    return out
+
+
+def training_resources(name):
+    """As rule_resources, plus mpi="srun": the job step then runs the rule's command once, without
+    its own srun, and the launcher runs `srun -n <nodes>` itself (one launcher per node)."""
+    return {**rule_resources(name), "mpi": "srun"}
+
+
+def launcher(name):
+    r = {**config["resources"]["default"], **config["resources"].get(name, {})}
+    return (f"{PYTHON} {SCRIPTS}/launch.py --nodes {r['nodes']} --procs-per-node {r['procs_per_node']} "
+            f"--port {config['train']['master_port']} --mpi srun --")

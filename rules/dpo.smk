@@ -31,7 +31,10 @@ rule dpo_train:
     params:
         cfg=lambda wc: as_arg(policy_args("dpo")),
         ckpt="checkpoints/iter{iter}/dpo",
+        launch=launcher("dpo_train"),
     threads: 2
+    resources:
+        **training_resources("dpo_train"),
     log:
         "logs/dpo_train/iter{iter}.log",
     benchmark:
@@ -39,5 +42,5 @@ rule dpo_train:
     conda:
         "../envs/train.yaml"
     shell:
-        "{PYTHON} {SCRIPTS}/dpo_train.py --model {input.model} --pairs {input.pairs} --config {params.cfg} "
+        "{params.launch} {SCRIPTS}/dpo_train.py --model {input.model} --pairs {input.pairs} --config {params.cfg} "
         "--out-model {output.model} --out-metrics {output.metrics} --checkpoint-dir {params.ckpt} 2> {log}"

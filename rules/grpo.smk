@@ -15,7 +15,10 @@ rule grpo_train:
         cfg=grpo_args,
         stage=lambda wc: "activation" if int(wc.iter) == 0 else "video",
         ckpt="checkpoints/iter{iter}/grpo",
+        launch=launcher("grpo_train"),
     threads: 2
+    resources:
+        **training_resources("grpo_train"),
     log:
         "logs/grpo_train/iter{iter}.log",
     benchmark:
@@ -23,7 +26,7 @@ rule grpo_train:
     conda:
         "../envs/train.yaml"
     shell:
-        "{PYTHON} {SCRIPTS}/grpo_train.py --model {params.start} --data {input.data} --config {params.cfg} "
+        "{params.launch} {SCRIPTS}/grpo_train.py --model {params.start} --data {input.data} --config {params.cfg} "
         "--iteration {wildcards.iter} --stage {params.stage} --out-model {output.model} "
         "--out-rollouts {output.rollouts} --out-metrics {output.metrics} --checkpoint-dir {params.ckpt} 2> {log}"
 
@@ -36,6 +39,8 @@ rule curriculum_filter:
         "iter{iter}/data/train_video.jsonl",
     params:
         cfg=lambda wc: as_arg(config["curriculum"]),
+    resources:
+        **rule_resources("curriculum_filter"),
     log:
         "logs/curriculum_filter/iter{iter}.log",
     benchmark:

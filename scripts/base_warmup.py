@@ -18,6 +18,7 @@ def main(model_path, data, cfg, out, metrics):
 
     from veripo import policy, queries, sft
     from veripo.jsonio import write_jsonl
+    from veripo.engine import TrainEngine
     from veripo.training import save_checkpoint
 
     w = cfg["warmup"]
@@ -27,7 +28,7 @@ def main(model_path, data, cfg, out, metrics):
     policy.configure_processor(processor, cfg["media"])
     rows = sft.train_sft(model, processor, records, cfg["prompts"], cfg["media"], w["steps"], w["batch_size"],
                          w["lr"], w["trace_mix"], w["seed"], progress=progress)
-    save_checkpoint(model, processor, out, {"stage": "warmup", "from": model_path, "steps": w["steps"]})
+    save_checkpoint(TrainEngine(model, w["lr"], 0.0, 1.0, "torch"), processor, out, {"stage": "warmup", "from": model_path, "steps": w["steps"]})
     write_jsonl(metrics, rows)
 
 

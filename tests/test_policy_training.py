@@ -131,7 +131,7 @@ def test_dpo_raises_chosen_over_rejected_margin(tiny_policy, video_set, template
               "rejected": "<think>The background is. So the answer is.</think><answer>$Z$</answer>"} for i in range(2)]
     cfg = dpo.DPOConfig(beta=0.1, lr=1e-3, global_batch=2, epochs=4, nll_coef=0.0, grad_clip=1.0,
                         freeze_vision=True, weight_decay=0.0, seed=0, checkpoint_every=100)
-    metrics = dpo.train_dpo(model, processor, pairs, cfg, templates, media)
+    _, metrics = dpo.train_dpo(model, processor, pairs, cfg, templates, media)
     assert metrics[0]["margin"] == pytest.approx(0.0, abs=1e-4)  # policy == reference at the first step
     assert metrics[-1]["margin"] > 1.0
     assert metrics[-1]["loss"] < metrics[0]["loss"]

@@ -40,6 +40,16 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
             raise ConfigError(f"config key '{key}.min_frames' exceeds '{key}.max_frames'")
         if m["min_pixels"] > m["max_pixels"]:
             raise ConfigError(f"config key '{key}.min_pixels' exceeds '{key}.max_pixels'")
+    for name in ("grpo_train", "dpo_train"):
+        r = {**config["resources"]["default"], **config["resources"].get(name, {})}
+        world = r["nodes"] * r["procs_per_node"]
+        if world > 1 and config["train"]["engine"] != "deepspeed":
+            raise ConfigError(f"config key 'resources.{name}' asks for {world} processes: 'train.engine' must be deepspeed")
+        if name == "grpo_train":
+            stages = [config["grpo"]["activation"], *config["grpo"]["per_iteration"]]
+            if any(st["rollout_batch"] % world for st in stages):
+                raise ConfigError(f"config key 'grpo.*.rollout_batch' must be divisible by the {world} training "
+                                  f"processes of 'resources.grpo_train'")
     if config["base_model"] == "tiny":
         for key in ("tiny_model", "warmup"):
             if key not in config:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from veripo import policy
-from veripo.training import StepCheckpointer, build_optimizer, frozen_vision
+from veripo import distributed, policy
+from veripo.engine import TrainEngine
+from veripo.training import StepCheckpointer, frozen_vision
 
 log = logging.getLogger(__name__)
 
@@ -68,58 +69,73 @@ def summed_logprobs(model, enc: PairEncoder, pair: dict) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def reference_logprobs(model, enc: PairEncoder, pairs: list[dict], progress=None) -> torch.Tensor:
+def reference_logprobs(model, enc: PairEncoder, pairs: list[dict], indices: list[int], progress=None) -> dict:
+    """{pair index: (chosen, rejected) summed log-probs} under the model as it enters the stage."""
     model.eval()
-    out = []
-    it = progress(pairs, desc="dpo reference") if progress else pairs
-    for p in it:
-        c, r, _ = summed_logprobs(model, enc, p)
-        out.append(torch.stack([c, r]))
-    return torch.stack(out) if out else torch.zeros(0, 2)
+    out = {}
+    it = progress(indices, desc="dpo reference") if progress else indices
+    for i in it:
+        c, r, _ = summed_logprobs(model, enc, pairs[i])
+        out[i] = (c, r)
+    return out
+
+
+def _zero_loss(model) -> torch.Tensor:
+    """A rank without a pair in a step still takes part in the gradient reduction."""
+    return sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
 
 
 def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, templates: dict, media_cfg: dict,
-              checkpointer: StepCheckpointer | None = None, progress=None) -> list[dict]:
+              checkpointer: StepCheckpointer | None = None, progress=None, engine_kind: str = "torch",
+              zero_config: str | None = None, dtype: str = "float32", d: distributed.Dist | None = None):
+    """Returns (engine, per-step metrics). Each step's pairs are split across the ranks."""
+    d = d or distributed.Dist(0, 1, 0)
     if cfg.freeze_vision:
         frozen_vision(model)
     enc = PairEncoder(processor, templates, media_cfg)
-    ref = reference_logprobs(model, enc, pairs, progress)
-    opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     steps = []
     for epoch in range(cfg.epochs):
         order = list(range(len(pairs)))
         random.Random(cfg.seed + epoch).shuffle(order)
         steps += [order[s:s + cfg.global_batch] for s in range(0, len(order), cfg.global_batch)]
+    mine = sorted({i for step in steps for i in distributed.shard(step, d)})
+    ref = reference_logprobs(model, enc, pairs, mine, progress if d.main else None)
+    engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, engine_kind, zero_config, dtype)
+    model = engine.module
     state = {"round": 0, "metrics": []}
     generator = torch.Generator().manual_seed(cfg.seed)
     if checkpointer is not None:
-        state = checkpointer.restore(model, opt, generator, state)
-    bar = progress(total=len(steps), initial=state["round"], desc="dpo") if progress else None
+        state = checkpointer.restore(engine, generator, state, d)
+    bar = progress(total=len(steps), initial=state["round"], desc="dpo") if progress and d.main else None
     model.train()
     for s in range(state["round"], len(steps)):
-        batch = steps[s]
-        opt.zero_grad(set_to_none=True)
-        losses, margins, accs = [], [], []
+        batch = distributed.shard(steps[s], d)
+        losses, margins = [], []
         for i in batch:
             pc, pr, n_chosen = summed_logprobs(model, enc, pairs[i])
-            loss, margin = dpo_loss(pc, pr, ref[i, 0], ref[i, 1], cfg.beta)
+            loss, margin = dpo_loss(pc, pr, ref[i][0], ref[i][1], cfg.beta)
             if cfg.nll_coef > 0:
                 loss = loss - cfg.nll_coef * pc / n_chosen.clamp(min=1)
-            (loss / len(batch)).backward()
-            losses.append(float(loss))
-            margins.append(float(margin))
-            accs.append(float(margin > 0))
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        opt.step()
+            engine.backward(loss / len(batch))
+            losses.append(float(loss.detach()))
+            margins.append(float(margin.detach()))
+        if not batch:
+            engine.backward(_zero_loss(model))
+        grad_norm = engine.step()
+        parts = distributed.gather({"losses": losses, "margins": margins})
+        losses = [x for p in parts for x in p["losses"]]
+        margins = [x for p in parts for x in p["margins"]]
         m = {"step": s, "loss": sum(losses) / len(losses), "margin": sum(margins) / len(margins),
-             "reward_accuracy": sum(accs) / len(accs), "grad_norm": float(grad_norm), "pairs": len(batch)}
+             "reward_accuracy": sum(x > 0 for x in margins) / len(margins), "grad_norm": grad_norm,
+             "pairs": len(losses)}
         state["metrics"].append(m)
         state["round"] = s + 1
-        log.info("dpo %s", m)
+        if d.main:
+            log.info("dpo %s", m)
         if checkpointer is not None and (s + 1) % cfg.checkpoint_every == 0 and s + 1 < len(steps):
-            checkpointer.save(model, opt, generator, state)
+            checkpointer.save(engine, generator, state, d)
         if bar:
             bar.update(1)
     if bar:
         bar.close()
-    return state["metrics"]
+    return engine, state["metrics"]

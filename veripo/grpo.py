@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
 
 import torch
 
-from veripo import policy, rewards
-from veripo.training import StepCheckpointer, build_optimizer, frozen_vision
+from veripo import distributed, policy, rewards
+from veripo.engine import TrainEngine
+from veripo.training import StepCheckpointer, frozen_vision
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +116,22 @@ def sample_group(model, processor, record: dict, cfg: GRPOConfig, templates: dic
 
 def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, templates: dict, media_cfg: dict,
                stage: str, iteration: int, on_rollouts, checkpointer: StepCheckpointer | None = None,
-               progress=None) -> list[dict]:
+               progress=None, engine_kind: str = "torch", zero_config: str | None = None, dtype: str = "float32",
+               d: distributed.Dist | None = None):
     """Run GRPO over ``records`` for ``cfg.epochs``; ``on_rollouts(rows)`` receives every round's
-    rollouts. Returns the per-step metrics."""
+    rollouts (on rank 0). Returns (engine, per-step metrics); ``engine.module`` is the trained model.
+
+    With several ranks each samples and trains on its share of every round's queries; DeepSpeed
+    averages the gradients."""
+    d = d or distributed.Dist(0, 1, 0)
+    if cfg.rollout_batch % d.world:
+        raise ValueError(f"grpo rollout_batch {cfg.rollout_batch} is not divisible by the world size {d.world}")
     if cfg.freeze_vision:
         frozen_vision(model)
     ref = None
     if cfg.kl_coef > 0:
         ref = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, engine_kind, zero_config, dtype)
     rounds = []
     for epoch in range(cfg.epochs):
         order = list(range(len(records)))
@@ -130,53 +139,59 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, templates
         for start in range(0, len(order), cfg.rollout_batch):
             rounds.append([records[i] for i in order[start:start + cfg.rollout_batch]])
     state = {"round": 0, "metrics": []}
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed + 1000 * d.rank)
     if checkpointer is not None:
-        state = checkpointer.restore(model, opt, generator, state)
-    bar = progress(total=len(rounds), initial=state["round"], desc=f"grpo {stage}") if progress else None
+        state = checkpointer.restore(engine, generator, state, d)
+    bar = progress(total=len(rounds), initial=state["round"], desc=f"grpo {stage}") if progress and d.main else None
     for r in range(state["round"], len(rounds)):
-        metrics = _grpo_round(model, ref, opt, processor, rounds[r], cfg, templates, media_cfg, stage,
-                              iteration, r, generator, on_rollouts)
+        metrics = _grpo_round(engine, ref, processor, rounds[r], cfg, templates, media_cfg, stage,
+                              iteration, r, generator, on_rollouts, d)
         state["metrics"].extend(metrics)
         state["round"] = r + 1
         if checkpointer is not None and (r + 1) % cfg.checkpoint_every == 0 and r + 1 < len(rounds):
-            checkpointer.save(model, opt, generator, state)
+            checkpointer.save(engine, generator, state, d)
         if bar:
             bar.update(1)
             bar.set_postfix(acc=f"{metrics[-1]['reward/accuracy']:.2f}" if metrics else "-")
     if bar:
         bar.close()
-    return state["metrics"]
+    return engine, state["metrics"]
 
 
-def _grpo_round(model, ref, opt, processor, batch, cfg: GRPOConfig, templates, media_cfg, stage, iteration,
-                round_idx, generator, on_rollouts) -> list[dict]:
+def _grpo_round(engine, ref, processor, batch, cfg: GRPOConfig, templates, media_cfg, stage, iteration,
+                round_idx, generator, on_rollouts, d: distributed.Dist) -> list[dict]:
     t0 = time.perf_counter()
+    model = engine.module
     model.eval()
-    groups = [sample_group(model, processor, rec, cfg, templates, media_cfg, generator) for rec in batch]
+    with engine.full_parameters():
+        groups = [sample_group(model, processor, rec, cfg, templates, media_cfg, generator)
+                  for rec in distributed.shard(batch, d)]
     t_sample = time.perf_counter() - t0
     rew = torch.tensor([[a + f for a, f in zip(g.acc, g.fmt)] for g in groups])
     adv = group_advantages(rew, cfg.adv_eps)
-    n_seq = sum(len(g.texts) for g in groups)
-    multi_step = cfg.global_batch < n_seq
-    with torch.no_grad():
+    n_steps = max(1, math.ceil(len(batch) * cfg.rollouts_per_query / cfg.global_batch))
+    with torch.no_grad(), engine.full_parameters():
         for g, a in zip(groups, adv):
             g.adv = a
             # One optimiser step per round makes old == current: the ratio is exactly 1 then.
-            if multi_step:
+            if n_steps > 1:
                 g.old_logp = _chunked_logprobs(model, g, cfg.micro_batch)
             if ref is not None:
                 g.ref_logp = _chunked_logprobs(ref, g, cfg.micro_batch)
     rows = [row for g in groups for row in _rollout_rows(g, stage, iteration, round_idx, media_cfg)]
-    on_rollouts(rows)
+    all_rows = [row for part in distributed.gather(rows) for row in part]
+    if d.main:
+        on_rollouts(all_rows)
 
     model.train()
     seqs = [(gi, i) for gi, g in enumerate(groups) for i in range(len(g.texts))]
-    random.Random(cfg.seed * 7919 + round_idx).shuffle(seqs)
+    random.Random(cfg.seed * 7919 + round_idx * 31 + d.rank).shuffle(seqs)
+    chunks = [seqs[i * len(seqs) // n_steps:(i + 1) * len(seqs) // n_steps] for i in range(n_steps)]
+    accs = [r["reward_accuracy"] for r in all_rows]
+    fmts = [r["reward_format"] for r in all_rows]
+    lengths = [r["num_tokens"] for r in all_rows]
     metrics = []
-    for s in range(0, len(seqs), cfg.global_batch):
-        step = seqs[s:s + cfg.global_batch]
-        opt.zero_grad(set_to_none=True)
+    for s, step in enumerate(chunks):
         total, stats = 0.0, {"kl": 0.0, "clip_frac": 0.0}
         by_group: dict = {}
         for gi, i in step:
@@ -190,22 +205,24 @@ def _grpo_round(model, ref, opt, processor, batch, cfg: GRPOConfig, templates, m
                 old = g.old_logp[rows_] if g.old_logp is not None else logp.detach()
                 refl = g.ref_logp[rows_] if g.ref_logp is not None else None
                 loss, st = grpo_loss(logp, old, g.adv[rows_], mask, cfg.clip_eps, refl, cfg.kl_coef)
-                (loss / len(step)).backward()
-                total += float(loss)
+                engine.backward(loss / max(1, len(step)))
+                total += float(loss.detach())
                 for k in stats:
                     stats[k] += st[k]
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                                   cfg.grad_clip)
-        opt.step()
+        grad_norm = engine.step()
+        local = {"loss": total, "kl": stats["kl"], "clip_frac": stats["clip_frac"], "n": len(step)}
+        parts = distributed.gather(local)
+        n = max(1, sum(p["n"] for p in parts))
         metrics.append({
-            "stage": stage, "iteration": iteration, "round": round_idx, "step_in_round": s // cfg.global_batch,
-            "loss": total / len(step), "kl": stats["kl"] / len(step), "clip_frac": stats["clip_frac"] / len(step),
-            "grad_norm": float(grad_norm), "reward/accuracy": float(torch.tensor([a for g in groups for a in g.acc]).mean()),
-            "reward/format": float(torch.tensor([f for g in groups for f in g.fmt]).mean()),
-            "response_length": float(torch.cat([g.rollouts.mask.sum(1) for g in groups]).float().mean()),
+            "stage": stage, "iteration": iteration, "round": round_idx, "step_in_round": s,
+            "loss": sum(p["loss"] for p in parts) / n, "kl": sum(p["kl"] for p in parts) / n,
+            "clip_frac": sum(p["clip_frac"] for p in parts) / n, "grad_norm": grad_norm,
+            "reward/accuracy": sum(accs) / len(accs), "reward/format": sum(fmts) / len(fmts),
+            "response_length": sum(lengths) / len(lengths),
             "seconds/sample": t_sample, "seconds/round": time.perf_counter() - t0,
         })
-        log.info("grpo %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics[-1].items()})
+        if d.main:
+            log.info("grpo %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics[-1].items()})
     return metrics
 
 

@@ -12,7 +12,6 @@ import random
 import torch
 
 from veripo import policy, synthetic
-from veripo.training import build_optimizer
 
 
 def trace_kind(rng: random.Random, mix: dict) -> str:
@@ -24,7 +23,7 @@ def train_sft(model, processor, records: list[dict], templates: dict, media_cfg:
               batch_size: int, lr: float, mix: dict, seed: int, progress=None) -> list[dict]:
     """``steps`` AdamW steps of completion-only NLL; a fresh trace per example per visit."""
     rng = random.Random(seed)
-    opt = build_optimizer(model, lr)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     prompts: dict = {}
     model.train()
     metrics = []

@@ -1,8 +1,8 @@
-"""What every training loop shares: the optimiser, frozen parts, step checkpoints, saving the model.
+"""What every training loop shares: frozen parts, step checkpoints, saving the model.
 
 Step checkpoints live in a folder that is not a declared Snakemake output, so a killed or retried
-job resumes from the newest complete one instead of restarting; a half-written one (no COMPLETE
-marker, or still under its temporary name) is ignored.
+job resumes from the newest complete one instead of restarting; a half-written one (still under its
+temporary name, or without its COMPLETE marker) is ignored.
 """
 from __future__ import annotations
 
@@ -13,29 +13,29 @@ from pathlib import Path
 
 import torch
 
+from veripo import distributed
 from veripo.jsonio import atomic_path
-
-
-def build_optimizer(model, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def frozen_vision(model) -> None:
     model.model.visual.requires_grad_(False)
 
 
-def save_checkpoint(model, processor, out_dir: str | os.PathLike, extra: dict | None = None) -> None:
-    """Write a Hugging Face directory atomically: it appears only once complete."""
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        if extra is not None:
-            (Path(tmp) / "veripo_stage.json").write_text(json.dumps(extra, indent=2) + "\n")
+def save_checkpoint(engine, processor, out_dir: str | os.PathLike, extra: dict | None = None,
+                    d: distributed.Dist | None = None) -> None:
+    """Write a Hugging Face directory atomically (rank 0); it appears only once complete."""
+    with engine.full_parameters():
+        if d is None or d.main:
+            with atomic_path(out_dir) as tmp:
+                engine.module.save_pretrained(tmp)
+                processor.save_pretrained(tmp)
+                if extra is not None:
+                    (Path(tmp) / "veripo_stage.json").write_text(json.dumps(extra, indent=2) + "\n")
+    distributed.barrier()
 
 
 class StepCheckpointer:
-    """Periodic training state (weights, optimiser, RNG, loop position) under ``root``."""
+    """Periodic training state (engine: weights + optimiser; RNG per rank; loop position) under ``root``."""
 
     def __init__(self, root: str | os.PathLike, keep: int = 2):
         self.root = Path(root)
@@ -47,32 +47,41 @@ class StepCheckpointer:
         done = [p for p in self.root.glob("step-*") if p.is_dir() and (p / "COMPLETE").exists()]
         return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
-    def save(self, model, optimizer, generator: torch.Generator, state: dict) -> Path:
+    def latest_round(self) -> int:
+        done = self.completed()
+        return json.loads((done[-1] / "loop.json").read_text())["round"] if done else 0
+
+    def save(self, engine, generator: torch.Generator, state: dict, d: distributed.Dist) -> Path:
         step = state["round"]
         final = self.root / f"step-{step:06d}"
         tmp = self.root / f".step-{step:06d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
-        (tmp / "loop.json").write_text(json.dumps(state))
-        (tmp / "COMPLETE").write_text("")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in self.completed()[:-self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        if d.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        distributed.barrier()
+        engine.save_state(tmp)
+        torch.save({"generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
+                   tmp / f"rng-rank{d.rank}.pt")
+        distributed.barrier()
+        if d.main:
+            (tmp / "loop.json").write_text(json.dumps(state))
+            (tmp / "COMPLETE").write_text("")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in self.completed()[:-self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier()
         return final
 
-    def restore(self, model, optimizer, generator: torch.Generator, state: dict) -> dict:
+    def restore(self, engine, generator: torch.Generator, state: dict, d: distributed.Dist) -> dict:
         done = self.completed()
         if not done:
             return state
         latest = done[-1]
-        blob = torch.load(latest / "state.pt", weights_only=False)
-        model.load_state_dict(blob["model"])
-        optimizer.load_state_dict(blob["optimizer"])
-        generator.set_state(blob["generator"])
-        torch.set_rng_state(blob["torch_rng"])
+        engine.load_state(latest)
+        rng = torch.load(latest / f"rng-rank{d.rank}.pt", weights_only=False)
+        generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch_rng"])
         return json.loads((latest / "loop.json").read_text())
 
     def clear(self) -> None:

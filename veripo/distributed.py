@@ -1,0 +1,62 @@
+"""Process-group helpers: one process, or one rank of a torchrun/srun job (gloo on CPU, NCCL on GPU)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init(engine: str) -> Dist:
+    """Join the process group torchrun set up (WORLD_SIZE > 1), or a group of one for DeepSpeed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 or engine == "deepspeed":
+        if not dist.is_initialized():
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+            os.environ.setdefault("RANK", str(rank))
+            os.environ.setdefault("LOCAL_RANK", str(local))
+            os.environ.setdefault("WORLD_SIZE", str(world))
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
+                                       verbose=False)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Dist(rank, world, local)
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather(obj) -> list:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if not active():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def shard(items: list, d: Dist) -> list:
+    return items[d.rank::d.world]
