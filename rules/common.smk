@@ -93,6 +93,9 @@ def rule_resources(name):
     }
     if r["gpus_per_node"]:
         out["gres"] = f"gpu:{r['gpus_per_node']}"  # per node; `gpu=N` would mean N for the whole job
+        # Without this the plugin asks for --ntasks-per-gpu=<tasks> and the job step runs the command
+        # once per GPU (plugin issues #316/#459); our launcher starts the per-GPU processes itself.
+        out["tasks_per_gpu"] = 0
     for key, plugin_key in (("partition", "slurm_partition"), ("account", "slurm_account"),
                             ("slurm_extra", "slurm_extra")):
         if r[key]:
@@ -101,9 +104,11 @@ def rule_resources(name):
 
 
 def training_resources(name):
-    """As rule_resources, plus mpi="srun": the job step then runs the rule's command once, without
-    its own srun, and the launcher runs `srun -n <nodes>` itself (one launcher per node)."""
-    return {**rule_resources(name), "mpi": "srun"}
+    """As rule_resources; on several nodes plus mpi="srun": the job step then runs the rule's command
+    once, without its own srun, and the launcher runs `srun -n <nodes>` itself (one launcher per node).
+    On one node the job step's own single-task srun runs the launcher (the plugin refuses mpi with one task)."""
+    res = rule_resources(name)
+    return {**res, "mpi": "srun"} if res["nodes"] > 1 else res
 
 
 def launcher(name):

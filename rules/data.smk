@@ -1,5 +1,7 @@
-# Synthetic data for the embedded default (no downloads): warm-up queries, training sets, a benchmark.
+# Synthetic data for the embedded default (no downloads): warm-up queries, training sets, and question
+# files in the six benchmark formats (data/bench/<name>.json, videos under data/bench/).
 SYN = config["data"]["synthetic"]
+SYN_BENCHMARKS = {name: f"data/bench/{name}.json" for name in ["vsi_bench", *SYN.get("benchmark_sizes", {})]}
 
 if SYN["enabled"]:
 
@@ -8,9 +10,10 @@ if SYN["enabled"]:
             warmup="data/warmup.jsonl",
             train_video=config["data"]["train_video"],
             train_activation=config["data"]["train_activation"],
-            benchmark="data/bench/vsi_bench.json",
+            **SYN_BENCHMARKS,
         params:
             spec=lambda wc: as_arg(SYN),
+            benchmarks=" ".join(f"--benchmark {name}={path}" for name, path in SYN_BENCHMARKS.items()),
         log:
             "logs/data_synthetic/data_synthetic.log",
         benchmark:
@@ -20,4 +23,4 @@ if SYN["enabled"]:
         shell:
             "{PYTHON} {SCRIPTS}/data_synthetic.py --spec {params.spec} --warmup {output.warmup} "
             "--train-video {output.train_video} --train-activation {output.train_activation} "
-            "--benchmark {output.benchmark} 2> {log}"
+            "{params.benchmarks} 2> {log}"

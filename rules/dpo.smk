@@ -1,10 +1,37 @@
 # Pair-Fast-Align: pairs from the verdicts, then DPO from iteration k's GRPO model.
+#
+# dpo_build_pairs is a checkpoint: once the pairs exist, dpo_train_pairs() compares their number with
+# dpo.min_pairs. Enough: dpo_train learns from them. Too few and on_too_few_pairs is "stop": the
+# workflow stops with a message naming the iteration and the numbers. "skip": the DAG gains
+# dpo_skip_pairs, dpo_train gets its empty pair file and saves the GRPO model unchanged, so
+# iterK/dpo/model (what model_of_iteration() names) always exists and is then the GRPO model.
+from snakemake.logging import logger
+
+from veripo.pairs import dpo_gate
+
+_ANNOUNCED = set()
 
 
-rule dpo_build_pairs:
+def dpo_train_pairs(wildcards):
+    out = checkpoints.dpo_build_pairs.get(iter=wildcards.iter).output
+    with open(out.stats) as fh:
+        n_pairs = json.load(fh)["pairs"]
+    gate = dpo_gate(int(wildcards.iter), n_pairs, config["dpo"]["min_pairs"], config["dpo"]["on_too_few_pairs"])
+    if gate["decision"] == "stop":
+        raise WorkflowError(gate["message"])
+    if gate["decision"] == "skip":
+        if wildcards.iter not in _ANNOUNCED:
+            _ANNOUNCED.add(wildcards.iter)
+            logger.warning(gate["message"])
+        return f"iter{wildcards.iter}/dpo/pairs_skipped.jsonl"
+    return out.pairs
+
+
+checkpoint dpo_build_pairs:
     input:
         rollouts="iter{iter}/grpo/rollouts.jsonl",
         verdicts="iter{iter}/verifier/verdicts.jsonl",
+        model="iter{iter}/grpo/model",
     output:
         pairs="iter{iter}/dpo/pairs.jsonl",
         stats="iter{iter}/dpo/pair_stats.json",
@@ -15,16 +42,38 @@ rule dpo_build_pairs:
     benchmark:
         "logs/benchmarks/dpo_build_pairs/iter{iter}.tsv"
     conda:
-        "../envs/cpu.yaml"
+        "../envs/train.yaml"
     shell:
         "{PYTHON} {SCRIPTS}/dpo_build_pairs.py --rollouts {input.rollouts} --verdicts {input.verdicts} "
-        "--config {params.cfg} --out {output.pairs} --stats {output.stats} 2> {log}"
+        "--model {input.model} --config {params.cfg} --out {output.pairs} --stats {output.stats} 2> {log}"
+
+
+# Only in the DAG when dpo_train_pairs() decides "skip": the empty pair set dpo_train then gets.
+rule dpo_skip_pairs:
+    input:
+        stats="iter{iter}/dpo/pair_stats.json",
+    output:
+        "iter{iter}/dpo/pairs_skipped.jsonl",
+    params:
+        msg=lambda wc, input: shlex.quote(
+            dpo_gate(int(wc.iter), json.load(open(input.stats))["pairs"], config["dpo"]["min_pairs"], "skip")["message"]
+        ),
+    message:
+        "Too few DPO pairs in iteration {wildcards.iter}: its DPO stage is skipped (dpo.on_too_few_pairs: skip)"
+    log:
+        "logs/dpo_skip_pairs/iter{iter}.log",
+    benchmark:
+        "logs/benchmarks/dpo_skip_pairs/iter{iter}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "echo {params.msg} > {log} && : > {output}"
 
 
 rule dpo_train:
     input:
         model="iter{iter}/grpo/model",
-        pairs="iter{iter}/dpo/pairs.jsonl",
+        pairs=dpo_train_pairs,
     output:
         model=directory("iter{iter}/dpo/model"),
         metrics="iter{iter}/dpo/metrics.jsonl",

@@ -1,47 +1,81 @@
-# Benchmark evaluation of iteration k's model: resumable generation, then VerIPO's scoring.
+# Benchmark evaluation of any checkpoint: resumable generation, then VerIPO's scoring.
+#   base/eval/{bench}.json        the base model
+#   iter{K}/eval/{bench}.json     the model of iteration K (iter0: activation GRPO, K >= 1: DPO)
+#   iter{K}/eval_grpo/{bench}.json  iteration K's GRPO checkpoint (before its DPO)
+from veripo.eval_settings import check_benchmarks, job_settings
+
+try:
+    check_benchmarks(config["eval"])
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 def bench_cfg(wildcards):
     return config["eval"]["benchmarks"][wildcards.bench]
 
 
+def eval_model(wildcards):
+    """Checkpoint evaluated under {ckpt}/{evaldir}: a directory, or the base model's hub id."""
+    if wildcards.ckpt == "base":
+        if wildcards.evaldir != "eval":
+            raise WorkflowError(f"base/{wildcards.evaldir}: the base model has no GRPO checkpoint; use base/eval/")
+        return base_model_path()
+    k = int(wildcards.ckpt.removeprefix("iter"))
+    return f"iter{k}/grpo/model" if wildcards.evaldir == "eval_grpo" else model_of_iteration(k)
+
+
+def eval_model_input(wildcards):
+    return base_model_input() if wildcards.ckpt == "base" else [eval_model(wildcards)]
+
+
 rule eval_generate:
     input:
-        model=lambda wc: model_of_iteration(wc.iter),
+        model=eval_model_input,
         questions=lambda wc: bench_cfg(wc)["questions"],
     output:
-        "iter{iter}/eval/{bench}.predictions.jsonl",
+        predictions="{ckpt}/{evaldir}/{bench}.predictions.jsonl",
+        run_info="{ckpt}/{evaldir}/{bench}.run.json",
+    wildcard_constraints:
+        ckpt=r"base|iter\d+",
+        evaldir=r"eval|eval_grpo",
     params:
+        model=eval_model,
         video_root=lambda wc: bench_cfg(wc)["video_root"],
-        cfg=lambda wc: as_arg(policy_args("eval")),
-        partial="iter{iter}/eval/{bench}.predictions.partial.jsonl",
+        cfg=lambda wc: as_arg(job_settings(config, wc.bench)),
     threads: 2
     log:
-        "logs/eval_generate/iter{iter}_{bench}.log",
+        "logs/eval_generate/{ckpt}_{evaldir}_{bench}.log",
     benchmark:
-        "logs/benchmarks/eval_generate/iter{iter}_{bench}.tsv"
+        "logs/benchmarks/eval_generate/{ckpt}_{evaldir}_{bench}.tsv"
     conda:
         "../envs/eval.yaml"
     shell:
-        "{PYTHON} {SCRIPTS}/eval_generate.py --model {input.model} --benchmark {wildcards.bench} "
+        "{PYTHON} {SCRIPTS}/eval_generate.py --model {params.model} --benchmark {wildcards.bench} "
         "--questions {input.questions} --video-root {params.video_root} --config {params.cfg} "
-        "--out {output} --partial {params.partial} 2> {log}"
+        "--out {output.predictions} --run-info {output.run_info} 2> {log}"
 
 
 rule eval_score:
     input:
-        predictions="iter{iter}/eval/{bench}.predictions.jsonl",
-        model=lambda wc: model_of_iteration(wc.iter),
+        predictions="{ckpt}/{evaldir}/{bench}.predictions.jsonl",
+        run_info="{ckpt}/{evaldir}/{bench}.run.json",
+        questions=lambda wc: bench_cfg(wc)["questions"],
+        model=eval_model_input,
     output:
-        "iter{iter}/eval/{bench}.json",
+        "{ckpt}/{evaldir}/{bench}.json",
+    wildcard_constraints:
+        ckpt=r"base|iter\d+",
+        evaldir=r"eval|eval_grpo",
     params:
-        cfg=lambda wc: as_arg({"eval": config["eval"], "verifier": config["verifier"]}),
+        model=eval_model,
+        cfg=lambda wc: as_arg({"verifier": {"judge": config["verifier"]["judge"]}}),
     log:
-        "logs/eval_score/iter{iter}_{bench}.log",
+        "logs/eval_score/{ckpt}_{evaldir}_{bench}.log",
     benchmark:
-        "logs/benchmarks/eval_score/iter{iter}_{bench}.tsv"
+        "logs/benchmarks/eval_score/{ckpt}_{evaldir}_{bench}.tsv"
     conda:
         "../envs/cpu.yaml"
     shell:
         "{PYTHON} {SCRIPTS}/eval_score.py --benchmark {wildcards.bench} --predictions {input.predictions} "
-        "--model {input.model} --config {params.cfg} --out {output} 2> {log}"
+        "--run-info {input.run_info} --questions {input.questions} --model {params.model} "
+        "--config {params.cfg} --out {output} 2> {log}"

@@ -1,4 +1,5 @@
-"""Write the synthetic data: warm-up queries, video and activation training sets, a VSI-style benchmark."""
+"""Write the synthetic data: warm-up queries, video and activation training sets, and benchmark
+question files in the six evaluation formats (videos under each file's folder)."""
 import os
 
 import _bootstrap  # noqa: F401
@@ -12,11 +13,12 @@ from veripo.cli import JSON, main_guard, setup_logging
 @click.option("--warmup", "warmup_out", required=True)
 @click.option("--train-video", required=True)
 @click.option("--train-activation", required=True)
-@click.option("--benchmark", required=True, help="VSI-Bench-format question file to write")
+@click.option("--benchmark", "benchmarks", multiple=True, required=True, metavar="NAME=PATH",
+              help="a question file to write in benchmark NAME's format (repeatable)")
 @main_guard
-def main(spec, warmup_out, train_video, train_activation, benchmark):
+def main(spec, warmup_out, train_video, train_activation, benchmarks):
     setup_logging()
-    from veripo import synthetic
+    from veripo import synthetic, synthetic_benchmarks
     from veripo.jsonio import write_json, write_jsonl
 
     s = spec
@@ -33,8 +35,15 @@ def main(spec, warmup_out, train_video, train_activation, benchmark):
                                                       prefix="v", **vid))
     write_jsonl(train_activation, synthetic.make_activation_set(out_dir, s["n_train_activation"], s["seed"] + 4,
                                                                 s["video_size"]))
-    write_json(benchmark, synthetic.make_vsi_style_benchmark(os.path.dirname(benchmark), s["n_benchmark"],
-                                                             s["seed"] + 5, **vid))
+    sizes = {"vsi_bench": s["n_benchmark"], **s.get("benchmark_sizes", {})}
+    offsets = {name: 5 + i for i, name in enumerate(("vsi_bench", *synthetic_benchmarks.WRITERS))}
+    for item in benchmarks:
+        name, _, path = item.partition("=")
+        if name not in sizes or not path:
+            raise click.BadParameter(f"{item!r}: expected NAME=PATH with NAME one of {', '.join(sizes)}",
+                                     param_hint="--benchmark")
+        write_json(path, synthetic_benchmarks.write_benchmark(name, os.path.dirname(path), sizes[name],
+                                                              s["seed"] + offsets[name], **vid))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ def main(model_path, pairs_path, cfg, out_model, out_metrics, checkpoint_dir):
 
     dcfg, t = cfg["dpo"], cfg["train"]
     d = distributed.init(t["engine"])
+    distributed.announce(d)
     torch.manual_seed(dcfg["seed"])
     pairs = read_jsonl(pairs_path, required=("pair_id", "query_id", "chosen", "rejected", "query"))
     for p in pairs:

@@ -31,6 +31,7 @@ def main(model_path, data, cfg, iteration, stage, out_model, out_rollouts, out_m
 
     g, t = cfg["grpo"], cfg["train"]
     d = distributed.init(t["engine"])
+    distributed.announce(d)
     torch.manual_seed(g["seed"])
     records = queries.load_queries(data)
     model, processor = policy.load_policy(model_path, cfg["dtype"], cfg.get("attn_implementation"))

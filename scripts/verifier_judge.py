@@ -14,6 +14,8 @@ from veripo.cli import JSON, main_guard, progress, setup_logging
 @main_guard
 def main(rollouts, model_path, cfg, out, stats_out):
     setup_logging()
+    import logging
+
     from transformers import AutoTokenizer
 
     from veripo import verifier
@@ -22,11 +24,14 @@ def main(rollouts, model_path, cfg, out, stats_out):
 
     rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "completion", "query", "iteration"))
     tok = AutoTokenizer.from_pretrained(model_path)
-    vcfg = verifier.VerifierConfig(**{k: v for k, v in cfg.items() if k != "judge"})
     judge = verifier.get_judge(cfg["judge"])
-    verdicts = [verifier.verify(r, tok, vcfg, judge) for r in progress(rows, desc="verify")]
+    logging.getLogger("verifier").info("judge %s on %d rollouts", judge.name, len(rows))
+    verdicts = verifier.verify_all(rows, tok, verifier.VerifierConfig.from_config(cfg), judge, progress=progress)
     write_jsonl(out, verdicts)
-    write_json(stats_out, verdict_statistics(verdicts))
+    stats = verdict_statistics(verdicts)
+    write_json(stats_out, stats)
+    click.echo(f"{stats['rollouts']} rollouts, {stats['clean']} clean, judge {stats['checks']['consistency']}, "
+               f"inconsistency rate {100 * stats['inconsistency_rate']:.1f}%", err=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,13 @@
+import pytest
+
 from veripo.curriculum import discard_simple, simple_query_ids
-from veripo.pairs import build_pairs
+from veripo.judges.rule import rule_judge
+from veripo.judges.verdicts import think_text
+from veripo.pairs import build_pairs, dpo_gate, kind_order
+from veripo.rewards import is_well_formed
+from veripo.verifier_stats import pair_statistics
+
+CUE = "Wait, let me check again."
 
 
 def verdict(rid, label="right", consistency="CONSISTENT", clean=True, think_tokens=10):
@@ -48,6 +56,87 @@ def test_no_pairs_without_a_chosen_or_without_a_rejected():
 def test_only_configured_kinds():
     g = group(verdict("r0"), verdict("r1", label="wrong"), verdict("r2", clean=False))
     assert [p["kind"] for p in build_pairs(g, ["penalty"], 2)] == ["penalty"]
+
+
+def test_pairs_name_their_sources_and_think_lengths():
+    g = group(verdict("r0", think_tokens=7), verdict("r1", label="wrong", think_tokens=3))
+    (p,) = build_pairs(g, ["consistency"], 2)
+    assert p["chosen_sources"] == ["r0"] and (p["chosen_think_tokens"], p["rejected_think_tokens"]) == (7, 3)
+
+
+def texts(**completions):
+    """A group whose rollouts have real completions (reflection pairs are made of their text)."""
+    labels = {"right": ("right", "CONSISTENT", True), "wrong": ("wrong", "CONSISTENT", True),
+              "loop": ("wrong", "CONSISTENT", False)}
+    out = []
+    for i, (rid, (kind, text)) in enumerate(completions.items()):
+        label, cons, clean = labels[kind]
+        v = verdict(rid, label=label, consistency=cons, clean=clean, think_tokens=len(think_text(text).split()))
+        out.append(({"rollout_id": rid, "query_id": "q", "rollout": i, "iteration": 1, "completion": text,
+                     "query": {"id": "q"}}, v))
+    return out
+
+
+RIGHT = "<think>The square moves to the right, so the answer is B.</think><answer>$B$</answer>"
+RIGHT_SHORT = "<think>Right, so the answer is B.</think><answer>$B$</answer>"
+WRONG = "<think>The square moves to the left, so the answer is A.</think><answer>$A$</answer>"
+LOOP = "<think>left left left left left left</think><answer>$A$</answer>"
+
+
+def test_reflection_pair_joins_wrong_reasoning_cue_and_right_rollout():
+    g = texts(w0=("wrong", WRONG), r0=("right", RIGHT), r1=("right", RIGHT_SHORT))
+    (p,) = build_pairs(g, ["reflection"], 2, CUE)
+    assert p["kind"] == "reflection"
+    assert p["chosen"] == ("<think>The square moves to the left, so the answer is A. Wait, let me check again. "
+                           "The square moves to the right, so the answer is B.</think><answer>$B$</answer>")
+    assert is_well_formed(p["chosen"]) and rule_judge(p["chosen"])["verdict"] == "CONSISTENT"
+    assert p["rejected"] == WRONG and p["rejected_rollout"] == "w0"
+    assert p["chosen_rollout"] == "r0"  # the longest right reasoning
+    assert p["chosen_sources"] == ["w0", "r0"]  # both rollouts the chosen side is made of
+    assert p["chosen_think_tokens"] == 11 + 11  # without a tokenizer: the two sources' think lengths
+    (q,) = build_pairs(g, ["reflection"], 2, CUE, count_think_tokens=lambda t: len(t.split()))
+    assert q["chosen_think_tokens"] == 11 + 5 + 11
+
+
+def test_reflection_needs_a_clean_wrong_rollout_and_a_cue():
+    g = texts(l0=("loop", LOOP), r0=("right", RIGHT))
+    assert build_pairs(g, ["reflection"], 2, CUE) == []  # a repetitive reasoning is not copied into chosen
+    assert [p["kind"] for p in build_pairs(g, ["reflection", "penalty"], 2, CUE)] == ["penalty"]
+    with pytest.raises(ValueError, match="pairs.reflection_cue"):
+        build_pairs(g, ["reflection"], 2)
+
+
+def test_all_three_kinds_take_turns_up_to_the_limit():
+    g = texts(w0=("wrong", WRONG), r0=("right", RIGHT), l0=("loop", LOOP), r1=("right", RIGHT_SHORT))
+    pairs = build_pairs(g, ["consistency", "penalty", "reflection"], 3, CUE)
+    assert [p["kind"] for p in pairs] == ["consistency", "penalty", "reflection"]
+    assert [p["chosen_rollout"] for p in pairs] == ["r0", "r1", "r0"]  # chosen rotate, longest first
+    assert [p["rejected_rollout"] for p in pairs] == ["w0", "l0", "w0"]
+    assert len(build_pairs(g, ["consistency", "penalty", "reflection"], 2, CUE)) == 2
+    stats = pair_statistics(pairs, n_queries=3, queries_with_chosen=1)
+    assert stats["by_kind"] == {"consistency": 1, "penalty": 1, "reflection": 1}
+    assert stats["pairs"] == 3 and stats["queries_with_pairs"] == 1 and stats["queries"] == 3
+    assert stats["mean_think_tokens"]["by_kind"]["reflection"] == {"chosen": 22.0, "rejected": 11.0}
+    assert stats["mean_think_tokens"]["chosen"] == round((11 + 6 + 22) / 3, 2)
+
+
+def test_rotate_kinds_shares_places_between_kinds():
+    kinds = ["consistency", "penalty", "reflection"]
+    assert kind_order("q", kinds, rotate=False) == kinds
+    starts = {kind_order(f"q{i}", kinds, rotate=True)[0] for i in range(20)}
+    assert starts == set(kinds)  # over queries, every kind leads sometimes
+    assert kind_order("q2", kinds, rotate=True) == kind_order("q2", kinds, rotate=True)  # stable (no hash seed)
+    g = texts(w0=("wrong", WRONG), r0=("right", RIGHT), l0=("loop", LOOP))
+    first = kind_order("q", kinds, rotate=True)[:2]
+    assert [p["kind"] for p in build_pairs(g, kinds, 2, CUE, rotate_kinds=True)] == first
+
+
+def test_dpo_gate_decisions():
+    assert dpo_gate(1, 5, 5, "stop")["decision"] == "train"
+    stop = dpo_gate(2, 3, 50, "stop")
+    assert stop["decision"] == "stop" and "iteration 2 yielded 3 DPO pairs, fewer than dpo.min_pairs = 50" in stop["message"]
+    skip = dpo_gate(2, 0, 1, "skip")
+    assert skip["decision"] == "skip" and "iter2/dpo/model is its GRPO model" in skip["message"]
 
 
 def rollouts(accs):

@@ -1,6 +1,9 @@
 import pytest
 
 from veripo import verifier
+from veripo.judges import Judge, check_spec, parse_reply
+from veripo.prompts import MC_SUFFIX
+from veripo.verifier_stats import verdict_statistics
 
 CFG = verifier.VerifierConfig(min_think_tokens=4, ngram=3, max_ngram_repeats=3, max_compression_ratio=3.0,
                               min_text_for_compression=200, numeric_right=0.9, numeric_wrong=0.3)
@@ -75,3 +78,118 @@ def test_numeric_accuracy_bands():
 def test_unknown_judge_backend():
     with pytest.raises(ValueError, match="unknown judge backend"):
         verifier.get_judge({"backend": "oracle"})
+
+
+@pytest.mark.parametrize("reply,expected", [
+    ("CONSISTENT", "CONSISTENT"),
+    ("Inconsistent", "INCONSISTENT"),
+    ("the answer is consistent", "CONSISTENT"),
+    ("Verdict: INCONSISTENT", "INCONSISTENT"),
+    ("**Consistent**.", "CONSISTENT"),
+    ("The final answer is not consistent with the reasoning.", "INCONSISTENT"),
+    ("The answer isn't consistent.", "INCONSISTENT"),
+    ("It is not inconsistent.", "CONSISTENT"),
+    ("CONSISTENT. Had it said B, it would be inconsistent.", "CONSISTENT"),  # mixed: the first word decides
+    ("Judgement = consistent; one might call it inconsistent", "CONSISTENT"),  # a labelled verdict wins
+    ("<think>A vs B... inconsistent? no.</think>\nVerdict: CONSISTENT", "CONSISTENT"),  # judges that think first
+    ("Yes.", "CONSISTENT"),
+    ("No, it does not follow.", "INCONSISTENT"),
+    ("CONSISTENT or INCONSISTENT", "UNPARSABLE"),  # an echo of the instruction decides nothing
+    ("Maybe consistent, maybe inconsistent", "UNPARSABLE"),
+    ("consistently wrong", "UNPARSABLE"),
+    ("zq zq <|endoftext|>", "UNPARSABLE"),
+    ("", "UNPARSABLE"),
+    (None, "UNPARSABLE"),
+])
+def test_parse_reply_variants(reply, expected):
+    assert parse_reply(reply) == expected
+
+
+def test_parse_reply_yes_no_follows_the_config():
+    assert parse_reply("yes", yes_is="INCONSISTENT") == "INCONSISTENT"
+    assert parse_reply("no", yes_is="INCONSISTENT") == "CONSISTENT"
+    assert parse_reply("Yes", yes_is=None) == "UNPARSABLE"
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ({"backend": "oracle"}, "verifier.judge.backend"),
+    ({"backend": "hf", "prompt": "{reasoning}{answer}", "batch_size": 1, "max_new_tokens": 4}, "verifier.judge.model"),
+    ({"backend": "vllm", "model": "m", "batch_size": 1, "max_new_tokens": 4}, "verifier.judge.prompt"),
+    ({"backend": "http", "model": "m", "prompt": "{reasoning}{answer}", "batch_size": 1, "max_new_tokens": 4,
+      "timeout_s": 1, "retries": 0, "backoff_s": 0}, "verifier.judge.url"),
+    ({"backend": "hf", "model": "m", "prompt": "{reasoning} only", "batch_size": 1, "max_new_tokens": 4},
+     r"lacks \{answer\}"),
+])
+def test_judge_spec_errors_name_the_key(spec, needle):
+    with pytest.raises(ValueError, match=needle):
+        check_spec(spec)
+
+
+def test_schema_checks_backend_keys(default_config):
+    import copy
+
+    from veripo.config import ConfigError, validate_config
+
+    for backend, key in (("hf", "verifier.judge.model"), ("vllm", "verifier.judge.model"),
+                         ("http", "verifier.judge.url")):
+        cfg = copy.deepcopy(default_config)
+        cfg["verifier"]["judge"]["backend"] = backend
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            validate_config(cfg)
+    cfg = copy.deepcopy(default_config)
+    cfg["verifier"]["judge"].update(backend="http", url="http://127.0.0.1:8000")
+    validate_config(cfg)
+    assert set(default_config["pairs"]["kinds"]) == {"consistency", "penalty", "reflection"}
+
+
+class ScriptedJudge(Judge):
+    """Answers from a script and records how it was called (one call, all texts, the questions)."""
+    name = "scripted"
+
+    def __init__(self, verdicts):
+        self.verdicts, self.calls = verdicts, []
+
+    def judge(self, texts, questions=None):
+        self.calls.append((list(texts), list(questions)))
+        return [{"verdict": v, "judge": self.name, "raw": v.lower()} for v in self.verdicts]
+
+
+def test_verify_all_asks_the_judge_once_with_questions():
+    rows = [dict(rollout("<think>It moves left so the answer is B.</think><answer>$B$</answer>"),
+                 query={"answer": "B", "answer_type": "multiple_choice",
+                        "question": "Where?\nA. left\nB. right" + MC_SUFFIX}),
+            rollout("<think>so the answer is C.</think><answer>$C$</answer>")]
+    judge = ScriptedJudge(["UNPARSABLE", "INCONSISTENT"])
+    verdicts = verifier.verify_all(rows, WordTokenizer(), CFG, judge)
+    assert len(judge.calls) == 1 and judge.calls[0][1] == ["Where?\nA. left\nB. right", ""]
+    assert [v["checks"]["consistency"]["verdict"] for v in verdicts] == ["UNPARSABLE", "INCONSISTENT"]
+    assert "judge: UNPARSABLE" in verdicts[0]["reasons"]  # unparsable is never consistent
+    assert verifier.VerifierConfig.from_config({**CFG.__dict__, "judge": {"backend": "rule"}}) == CFG
+
+
+def known_verdict(query, label, verdict, clean=True, tokens=10, fmt=True, length=True, rep=True):
+    return {"rollout_id": f"{query}#{tokens}", "query_id": query, "iteration": 1, "clean": clean, "reasons": [],
+            "checks": {"length": {"ok": length, "think_tokens": tokens, "reasons": []}, "format": {"ok": fmt},
+                       "repetition": {"ok": rep}, "accuracy": {"label": label, "score": 1.0},
+                       "consistency": {"verdict": verdict, "judge": "rule"}}}
+
+
+def test_verdict_statistics_on_a_known_verdict_file(tmp_path):
+    from veripo.jsonio import read_jsonl, write_jsonl
+
+    write_jsonl(tmp_path / "verdicts.jsonl", [
+        known_verdict("a", "right", "CONSISTENT", tokens=20),
+        known_verdict("a", "right", "INCONSISTENT", tokens=10),
+        known_verdict("a", "wrong", "UNKNOWN", clean=False, tokens=2, length=False),
+        known_verdict("b", "partial", "CONSISTENT", tokens=12),
+        known_verdict("b", "wrong", "UNPARSABLE", clean=False, tokens=30, rep=False, fmt=False),
+    ])
+    stats = verdict_statistics(read_jsonl(tmp_path / "verdicts.jsonl"))
+    assert stats["rollouts"] == 5 and stats["queries"] == 2 and stats["clean"] == 3
+    assert stats["checks"] == {
+        "length": {"ok": 4, "fail": 1}, "format": {"ok": 4, "fail": 1}, "repetition": {"ok": 4, "fail": 1},
+        "accuracy": {"right": 2, "partial": 1, "wrong": 2},
+        "consistency": {"CONSISTENT": 2, "INCONSISTENT": 1, "UNKNOWN": 1, "UNPARSABLE": 1}}
+    assert stats["inconsistency_rate"] == 0.2 and stats["inconsistency_rate_decided"] == round(1 / 3, 4)
+    assert stats["mean_think_tokens"] == {"all": 14.8, "chosen_candidates": 20.0, "others": 13.5}
+    assert stats["judges"] == {"rule": 5}

@@ -60,3 +60,12 @@ def barrier() -> None:
 
 def shard(items: list, d: Dist) -> list:
     return items[d.rank::d.world]
+
+
+def announce(d: Dist) -> None:
+    """One line per rank in the job log: where each rank ran (the SLURM tests read it)."""
+    import socket
+    import sys
+
+    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    print(f"rank {d.rank}/{d.world} on node {node}", file=sys.stderr, flush=True)

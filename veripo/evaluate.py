@@ -1,17 +1,57 @@
-"""Benchmark generation, resumable: one prediction line per question, appended as it finishes.
+"""Benchmark generation, resumable: one prediction line per question, appended as each batch finishes.
 
-A killed run leaves at most one partial last line; a rerun drops it, skips every question already
-answered (by its unique key) and continues, so no question is duplicated or lost.
+Predictions accumulate in a partial file next to the final one. A killed run leaves at most one
+partial last line; a rerun drops it, skips every question already answered (by its unique key) and
+continues, so no question is duplicated or lost. The partial file is only resumed when it was written
+with the same checkpoint, question file, backend and generation settings (a ``.meta.json`` beside it);
+otherwise it is discarded, so a changed setting never mixes two runs in one file.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+from pathlib import Path
+from typing import Callable
 
-import torch
-
-from veripo import policy
 from veripo.errors import InputError
+from veripo.jsonio import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+def partial_path(out_path: str) -> str:
+    """Where the predictions of ``out_path`` accumulate until every question is answered."""
+    return str(Path(out_path).with_suffix("")) + ".partial.jsonl"
+
+
+def meta_path(partial: str) -> str:
+    return partial + ".meta.json"
+
+
+def file_stamp(path: str) -> list:
+    """Cheap identity of a file or checkpoint directory: names, sizes and mtimes (no hashing)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"))
+    elif p.is_file():
+        files = [p]
+    else:
+        return [str(path)]  # a hub id: the name is all we have
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def resume_or_reset(partial: str, fingerprint: dict) -> bool:
+    """Keep ``partial`` if it was written under ``fingerprint``, else delete it; True when kept."""
+    fingerprint = json.loads(json.dumps(fingerprint))
+    meta = meta_path(partial)
+    if os.path.exists(partial):
+        if os.path.exists(meta) and read_json(meta) == fingerprint:
+            return True
+        log.warning("discarding %s: written with other settings or checkpoint", partial)
+        os.remove(partial)
+    write_json(meta, fingerprint)
+    return False
 
 
 def done_keys(pred_path: str) -> set[str]:
@@ -29,42 +69,36 @@ def done_keys(pred_path: str) -> set[str]:
         if line.strip():
             try:
                 keys.add(json.loads(line)["key"])
-            except (json.JSONDecodeError, KeyError):
+            except (json.JSONDecodeError, KeyError, TypeError):
                 raise InputError(pred_path, "not a prediction line (delete the file to start over)", line=i) from None
     return keys
 
 
-def missing_media(questions: list[dict], video_root: str) -> list[str]:
-    return [os.path.join(video_root, q["video_path"]) for q in questions
-            if not os.path.exists(os.path.join(video_root, q["video_path"]))]
+def prediction_record(question: dict, generation) -> dict:
+    return {"key": question["key"], "question_id": question["question_id"], "answer": question["answer"],
+            "answer_type": question["answer_type"], "category": question["category"], "response": generation.text,
+            "num_tokens": generation.num_tokens, "truncated": generation.truncated}
 
 
-def generate_predictions(model, processor, questions: list[dict], video_root: str, out_path: str, eval_cfg: dict,
-                         templates: dict, progress=None, seed: int = 0) -> int:
-    """Answer every question not yet in ``out_path``; returns how many were generated now."""
+def generate_predictions(backend, questions: list[dict], out_path: str, batch_size: int = 1,
+                         progress: Callable | None = None) -> int:
+    """Answer every question not yet in ``out_path``, ``batch_size`` per backend call; returns how many
+    were generated now. Lines are flushed and fsynced after every batch."""
     done = done_keys(out_path)
     todo = [q for q in questions if q["key"] not in done]
-    media = eval_cfg["media"]
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
     bar = progress(total=len(questions), initial=len(questions) - len(todo), desc="eval") if progress else None
     with open(out_path, "a", encoding="utf-8") as fh:
-        for q in todo:
-            record = {"id": q["key"], "video": os.path.join(video_root, q["video_path"]), "question": q["question"],
-                      "answer": q["answer"], "answer_type": q["answer_type"]}
-            prompt = policy.encode_query(processor, record, templates, media, None, source=f"question {q['key']}")
-            ro = policy.sample(model, prompt, 1, eval_cfg["max_new_tokens"], eval_cfg["temperature"], eval_cfg["top_p"],
-                               eval_cfg["repetition_penalty"], generator=generator,
-                               pad_id=processor.tokenizer.pad_token_id)
-            text = policy.decode(processor, ro)[0]
-            fh.write(json.dumps({"key": q["key"], "question_id": q["question_id"], "answer": q["answer"],
-                                 "answer_type": q["answer_type"], "category": q["category"], "response": text,
-                                 "num_tokens": int(ro.mask.sum()), "truncated": bool(ro.truncated[0])},
-                                ensure_ascii=False) + "\n")
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            generations = backend.generate(chunk)
+            if len(generations) != len(chunk):
+                raise RuntimeError(f"backend returned {len(generations)} answers for {len(chunk)} questions")
+            fh.write("".join(json.dumps(prediction_record(q, g), ensure_ascii=False) + "\n"
+                             for q, g in zip(chunk, generations)))
             fh.flush()
             os.fsync(fh.fileno())
             if bar:
-                bar.update(1)
+                bar.update(len(chunk))
     if bar:
         bar.close()
     return len(todo)

@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     # srun'd launchers and torchrun's workers import veripo from this checkout
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    port = a.port + (int(env["SLURM_JOB_ID"]) % 1000 if "SLURM_JOB_ID" in env else 0)
-    cmd = plan(a.nodes, a.procs_per_node, port, a.mpi, script, env)
+    # Jobs sharing a first node must not share a rendezvous port; the in-step launchers got it already.
+    offset = int(env["SLURM_JOB_ID"]) % 1000 if "SLURM_JOB_ID" in env and env.get(STEP_MARK) != "1" else 0
+    cmd = plan(a.nodes, a.procs_per_node, a.port + offset, a.mpi, script, env)
     print("launch:", shlex.join(cmd), file=sys.stderr, flush=True)
     if cmd[:1] == [sys.executable] and cmd[1:3] != ["-m", "torch.distributed.run"]:
         env.setdefault("WORLD_SIZE", "1")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import math
 import os
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from veripo.answers import ANSWER_TYPES, is_choice_answer, score_response
 from veripo.benchmarks import (
@@ -57,14 +57,16 @@ def score_predictions(benchmark: str, items: list[dict]) -> dict:
 
 
 def read_predictions(
-    path: str | os.PathLike, benchmark: str, questions_path: str | os.PathLike | None = None
+    path: str | os.PathLike, benchmark: str, questions_path: str | os.PathLike | None = None,
+    skipped: Collection[str] = (),
 ) -> list[dict]:
     """Prediction items {key, answer, answer_type, category, response} from either format.
 
     The authors' format is recognised by its top-level JSON list. With ``questions_path`` (the
     benchmark's question file) every prediction must match one question with the same gold
-    answer, and every question must have exactly one prediction: a partial or stale file fails
-    instead of silently scoring a different question set.
+    answer, and every question must have exactly one prediction, except the ``skipped`` keys (media
+    missing), which must have none: a partial or stale file fails instead of silently scoring a
+    different question set.
     """
     check_benchmark(benchmark)
     if not os.path.exists(path):
@@ -83,7 +85,7 @@ def read_predictions(
                              field="key")
         seen[item["key"]] = where
     if questions is not None:
-        _check_against_questions(path, located, questions, questions_path)
+        _check_against_questions(path, located, questions, questions_path, set(skipped))
     return [item for _, item in located]
 
 
@@ -176,23 +178,29 @@ def _identity(question: dict) -> tuple[str, str, str]:
 
 def _check_against_questions(
     path: str | os.PathLike, located: list[tuple[str, dict]], questions: list[dict],
-    questions_path: str | os.PathLike,
+    questions_path: str | os.PathLike, skipped: set[str],
 ) -> None:
     by_key = {question["key"]: question for question in questions}
+    unknown = sorted(skipped - set(by_key))
+    if unknown:
+        raise ValueError(f"skipped keys are not questions of {questions_path}: {', '.join(unknown[:5])}")
     for where, item in located:
         question = by_key.get(item["key"])
         if question is None:
             raise InputError(where, f"key {item['key']!r} is not a question of {questions_path}", field="key")
+        if item["key"] in skipped:
+            raise InputError(where, f"key {item['key']!r} was skipped (media missing) yet has a prediction",
+                             field="key")
         for field in ("answer", "answer_type", "category"):
             if item[field] != question[field]:
                 raise InputError(where, f"{item[field]!r} differs from {question[field]!r} in {questions_path}",
                                  field=field)
     predicted = {item["key"] for _, item in located}
-    missing = [key for key in by_key if key not in predicted]
+    missing = [key for key in by_key if key not in predicted and key not in skipped]
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise InputError(path, f"{len(missing)} of {len(questions)} questions of {questions_path} have no "
-                         f"prediction: {shown}")
+        raise InputError(path, f"{len(missing)} of {len(questions) - len(skipped)} questions of {questions_path} "
+                         f"have no prediction: {shown}")
 
 
 def _gold_problem(answer: str, answer_type: str) -> str | None:

@@ -1,72 +1,38 @@
 """The Rollout-Aware Verifier: length, repetition, format, accuracy and think/answer consistency.
 
 Each rollout gets a verdict with the outcome of every check and the reasons, which the pair builder
-turns into chosen/rejected pairs. The rule judge compares the answer the reasoning concludes with
-(the last "answer is X" in the think) with the ``<answer>`` content; it says UNKNOWN when the
-reasoning concludes nothing, which is never counted as consistent.
+turns into chosen/rejected pairs. Every threshold is a key of the config's ``verifier`` section.
+Consistency comes from the judge named in ``verifier.judge`` (veripo/judges/): the rule judge
+compares the answer the reasoning concludes with (the last "answer is X" in the think) with the
+``<answer>`` content; LLM judges read the question, the reasoning and the answer. UNKNOWN (nothing to
+compare) and UNPARSABLE (an LLM reply that names no verdict) are never counted as consistent.
 """
 from __future__ import annotations
 
-import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
 
-from veripo import answers, rewards
-
-CONSISTENT, INCONSISTENT, UNKNOWN = "CONSISTENT", "INCONSISTENT", "UNKNOWN"
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_CONCLUSION = re.compile(
-    r"answer\s+(?:is|should\s+be|would\s+be)\s*:?\s*\$?\s*\(?\s*([A-Ja-j](?![A-Za-z])|-?\d+(?:\.\d+)?)",
-    re.IGNORECASE)
+from veripo import rewards
+from veripo.judges import CONSISTENT, INCONSISTENT, UNKNOWN, UNPARSABLE, Judge, make_judge  # noqa: F401
+from veripo.judges.rule import normalise_answer, rule_judge, think_conclusion  # noqa: F401
+from veripo.judges.verdicts import think_text
+from veripo.prompts import strip_mc_suffix
 
 
 @dataclass
 class VerifierConfig:
-    min_think_tokens: int
-    ngram: int
-    max_ngram_repeats: int
-    max_compression_ratio: float
-    min_text_for_compression: int
-    numeric_right: float
-    numeric_wrong: float
+    min_think_tokens: int          # length: fewer think tokens (policy tokenizer) fail
+    ngram: int                     # repetition: an n-gram of this many think tokens ...
+    max_ngram_repeats: int         # ... seen this many times fails
+    max_compression_ratio: float   # repetition: a zlib ratio above this fails ...
+    min_text_for_compression: int  # ... for thinks of at least this many characters
+    numeric_right: float           # accuracy, numeric answers: MRA at or above is right ...
+    numeric_wrong: float           # ... at or below is wrong, in between partial
 
-
-def think_text(text: str) -> str | None:
-    m = _THINK.search(text)
-    return m.group(1).strip() if m else None
-
-
-def think_conclusion(think: str | None) -> str | None:
-    """The last answer the reasoning states ("... so the answer is B."), normalised."""
-    if not think:
-        return None
-    found = _CONCLUSION.findall(think)
-    return found[-1].strip().upper() if found else None
-
-
-def normalise_answer(content: str | None) -> str | None:
-    if content is None:
-        return None
-    s = content.strip().strip("$").strip().rstrip(".").strip()
-    s = re.sub(r"^\(?([A-Ja-j])\)?$", r"\1", s)
-    return s.upper() if s else None
-
-
-def _same(a: str, b: str) -> bool:
-    try:
-        return float(a) == float(b)
-    except ValueError:
-        return a == b
-
-
-def rule_judge(text: str) -> dict:
-    concl = think_conclusion(think_text(text))
-    ans = normalise_answer(answers.extract_answer(text))
-    if concl is None or ans is None:
-        return {"verdict": UNKNOWN, "think_conclusion": concl, "answer": ans, "judge": "rule"}
-    return {"verdict": CONSISTENT if _same(concl, ans) else INCONSISTENT, "think_conclusion": concl,
-            "answer": ans, "judge": "rule"}
+    @classmethod
+    def from_config(cls, section: dict) -> "VerifierConfig":
+        return cls(**{k: section[k] for k in cls.__dataclass_fields__})
 
 
 def max_ngram_count(tokens: list, n: int) -> int:
@@ -93,6 +59,8 @@ def check_repetition(think_tokens: list, think: str, cfg: VerifierConfig) -> dic
 
 
 def check_accuracy(text: str, record: dict, cfg: VerifierConfig) -> dict:
+    """The GRPO accuracy reward, labelled: multiple choice and math (math-verify) are right or wrong;
+    numbers (MRA) are right, partial or wrong by the configured bands."""
     score = rewards.accuracy_reward(text, record)
     if record["answer_type"] == "numeric":
         label = "right" if score >= cfg.numeric_right else "wrong" if score <= cfg.numeric_wrong else "partial"
@@ -101,23 +69,28 @@ def check_accuracy(text: str, record: dict, cfg: VerifierConfig) -> dict:
     return {"label": label, "score": score}
 
 
-def verify(rollout: dict, tokenizer, cfg: VerifierConfig, judge=rule_judge) -> dict:
-    """Verdict of one rollout row (as written by GRPO)."""
+def check_length(think_tokens: list, truncated: bool, cfg: VerifierConfig) -> dict:
+    reasons = []
+    if len(think_tokens) < cfg.min_think_tokens:
+        reasons.append(f"think has {len(think_tokens)} tokens < {cfg.min_think_tokens}")
+    if truncated:
+        reasons.append("truncated at max_new_tokens")
+    return {"ok": not reasons, "think_tokens": len(think_tokens), "reasons": reasons}
+
+
+def verify(rollout: dict, tokenizer, cfg: VerifierConfig, consistency: dict | None = None) -> dict:
+    """Verdict of one rollout row (as written by GRPO); ``consistency`` is the judge's verdict on it
+    (default: the rule judge)."""
     text = rollout["completion"]
     think = think_text(text) or ""
     think_tokens = tokenizer(think, add_special_tokens=False)["input_ids"] if think else []
-    length_reasons = []
-    if len(think_tokens) < cfg.min_think_tokens:
-        length_reasons.append(f"think has {len(think_tokens)} tokens < {cfg.min_think_tokens}")
-    if rollout.get("truncated"):
-        length_reasons.append("truncated at max_new_tokens")
-    length = {"ok": not length_reasons, "think_tokens": len(think_tokens), "reasons": length_reasons}
+    length = check_length(think_tokens, bool(rollout.get("truncated")), cfg)
     fmt = {"ok": rewards.is_well_formed(text)}
     rep = check_repetition(think_tokens, think, cfg)
     acc = check_accuracy(text, rollout["query"], cfg)
-    cons = judge(text)
+    cons = consistency if consistency is not None else rule_judge(text)
     clean = length["ok"] and fmt["ok"] and rep["ok"]
-    reasons = length_reasons + rep["reasons"] + ([] if fmt["ok"] else ["malformed tags"])
+    reasons = length["reasons"] + rep["reasons"] + ([] if fmt["ok"] else ["malformed tags"])
     if cons["verdict"] != CONSISTENT:
         reasons.append(f"judge: {cons['verdict']}")
     reasons.append(f"accuracy: {acc['label']}")
@@ -128,8 +101,20 @@ def verify(rollout: dict, tokenizer, cfg: VerifierConfig, judge=rule_judge) -> d
     }
 
 
-def get_judge(spec: dict):
-    """The consistency judge named in the config (``verifier.judge.backend``)."""
-    if spec["backend"] == "rule":
-        return rule_judge
-    raise ValueError(f"unknown judge backend {spec['backend']!r}")
+def judge_question(record: dict) -> str:
+    """The question as the judge sees it (options included, the letter-only instruction dropped)."""
+    return strip_mc_suffix(str(record.get("question", "")))
+
+
+def verify_all(rollouts: list[dict], tokenizer, cfg: VerifierConfig, judge: Judge, progress=None) -> list[dict]:
+    """Verdicts of all rollouts; the judge sees them all at once so an LLM judge can batch."""
+    judged = judge([r["completion"] for r in rollouts], [judge_question(r["query"]) for r in rollouts])
+    rows = zip(rollouts, judged)
+    if progress is not None:
+        rows = progress(rows, total=len(rollouts), desc="verify")
+    return [verify(r, tokenizer, cfg, cons) for r, cons in rows]
+
+
+def get_judge(spec: dict) -> Judge:
+    """The consistency judge named in the config (``verifier.judge``)."""
+    return make_judge(spec)

@@ -1,0 +1,79 @@
+"""The judge interface: ``judge(texts, questions=None) -> [verdict dict]``, one verdict per rollout text.
+
+A verdict dict holds ``verdict`` (CONSISTENT / INCONSISTENT / UNKNOWN / UNPARSABLE), ``judge`` (the
+backend and model) and, for LLM judges, ``raw`` (the reply, None when the LLM was not asked). A rollout
+without a ``<think>`` or an ``<answer>`` has nothing to compare: UNKNOWN, without asking any LLM.
+"""
+from __future__ import annotations
+
+import logging
+
+from veripo.judges.verdicts import UNKNOWN, answer_text, parse_reply, render_prompt, think_text
+
+log = logging.getLogger(__name__)
+
+
+class JudgeError(RuntimeError):
+    """A judge that cannot run (unreachable endpoint, missing package, bad reply envelope)."""
+
+
+class Judge:
+    name = "judge"
+
+    def judge(self, texts: list[str], questions: list[str] | None = None) -> list[dict]:
+        raise NotImplementedError
+
+    def __call__(self, texts, questions=None):
+        # A single string gives a single verdict: scripts/eval_score.py judges one response at a time.
+        if isinstance(texts, str):
+            return self.judge([texts], None if questions is None else [questions])[0]
+        return self.judge(list(texts), questions)
+
+
+class LLMJudge(Judge):
+    """Prompt rendering and reply parsing; backends implement ``complete(prompts) -> replies``.
+
+    ``prompts`` are the rendered user messages, all of them: each backend applies its model's chat
+    template and works through them ``batch_size`` at a time, in its own way.
+    """
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.template = spec["prompt"]
+        self.batch_size = int(spec["batch_size"])
+        self.yes_is = spec.get("yes_is")
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def judge(self, texts: list[str], questions: list[str] | None = None) -> list[dict]:
+        questions = questions if questions is not None else [""] * len(texts)
+        if len(questions) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(questions)} questions")
+        out: list[dict | None] = [None] * len(texts)
+        asked, prompts = [], []
+        for i, (text, question) in enumerate(zip(texts, questions)):
+            reasoning, answer = think_text(text), answer_text(text)
+            if not reasoning or answer is None:
+                out[i] = {"verdict": UNKNOWN, "judge": self.name, "raw": None}
+                continue
+            asked.append(i)
+            prompts.append(render_prompt(self.template, question or "", reasoning, answer))
+        replies = self.complete(prompts) if prompts else []
+        if len(replies) != len(prompts):
+            raise JudgeError(f"judge {self.name} returned {len(replies)} replies for {len(prompts)} prompts")
+        for i, reply in zip(asked, replies):
+            out[i] = {"verdict": parse_reply(reply, self.yes_is), "judge": self.name, "raw": reply}
+        return out
+
+
+def report(name: str, done: int, total: int) -> None:
+    log.info("judge %s: %d/%d replies", name, done, total)
+
+
+def chat_text(tokenizer, prompt: str) -> str:
+    """The prompt as the model's chat turn when its tokenizer has a chat template, else as it is."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    return prompt
