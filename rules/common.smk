@@ -115,3 +115,30 @@ def launcher(name):
     r = {**config["resources"]["default"], **config["resources"].get(name, {})}
     return (f"{PYTHON} {SCRIPTS}/launch.py --nodes {r['nodes']} --procs-per-node {r['procs_per_node']} "
             f"--port {config['train']['master_port']} --mpi srun --")
+
+
+# Evaluation: which checkpoint {ckpt}/{evaldir} names, and the benchmark's settings.
+from veripo.eval_settings import check_benchmarks, job_settings
+
+try:
+    check_benchmarks(config["eval"])
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+
+def bench_cfg(wildcards):
+    return config["eval"]["benchmarks"][wildcards.bench]
+
+
+def eval_model(wildcards):
+    """Checkpoint evaluated under {ckpt}/{evaldir}: a directory, or the base model's hub id."""
+    if wildcards.ckpt == "base":
+        if wildcards.evaldir != "eval":
+            raise WorkflowError(f"base/{wildcards.evaldir}: the base model has no GRPO checkpoint; use base/eval/")
+        return base_model_path()
+    k = int(wildcards.ckpt.removeprefix("iter"))
+    return f"iter{k}/grpo/model" if wildcards.evaldir == "eval_grpo" else model_of_iteration(k)
+
+
+def eval_model_input(wildcards):
+    return base_model_input() if wildcards.ckpt == "base" else [eval_model(wildcards)]

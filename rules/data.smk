@@ -14,6 +14,8 @@ if SYN["enabled"]:
         params:
             spec=lambda wc: as_arg(SYN),
             benchmarks=" ".join(f"--benchmark {name}={path}" for name, path in SYN_BENCHMARKS.items()),
+        resources:
+            **rule_resources("data_synthetic"),
         log:
             "logs/data_synthetic/data_synthetic.log",
         benchmark:

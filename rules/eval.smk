@@ -2,32 +2,6 @@
 #   base/eval/{bench}.json        the base model
 #   iter{K}/eval/{bench}.json     the model of iteration K (iter0: activation GRPO, K >= 1: DPO)
 #   iter{K}/eval_grpo/{bench}.json  iteration K's GRPO checkpoint (before its DPO)
-from veripo.eval_settings import check_benchmarks, job_settings
-
-try:
-    check_benchmarks(config["eval"])
-except ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
-
-
-def bench_cfg(wildcards):
-    return config["eval"]["benchmarks"][wildcards.bench]
-
-
-def eval_model(wildcards):
-    """Checkpoint evaluated under {ckpt}/{evaldir}: a directory, or the base model's hub id."""
-    if wildcards.ckpt == "base":
-        if wildcards.evaldir != "eval":
-            raise WorkflowError(f"base/{wildcards.evaldir}: the base model has no GRPO checkpoint; use base/eval/")
-        return base_model_path()
-    k = int(wildcards.ckpt.removeprefix("iter"))
-    return f"iter{k}/grpo/model" if wildcards.evaldir == "eval_grpo" else model_of_iteration(k)
-
-
-def eval_model_input(wildcards):
-    return base_model_input() if wildcards.ckpt == "base" else [eval_model(wildcards)]
-
-
 rule eval_generate:
     input:
         model=eval_model_input,
@@ -43,6 +17,8 @@ rule eval_generate:
         video_root=lambda wc: bench_cfg(wc)["video_root"],
         cfg=lambda wc: as_arg(job_settings(config, wc.bench)),
     threads: 2
+    resources:
+        **rule_resources("eval_generate"),
     log:
         "logs/eval_generate/{ckpt}_{evaldir}_{bench}.log",
     benchmark:
@@ -69,6 +45,8 @@ rule eval_score:
     params:
         model=eval_model,
         cfg=lambda wc: as_arg({"verifier": {"judge": config["verifier"]["judge"]}}),
+    resources:
+        **rule_resources("eval_score"),
     log:
         "logs/eval_score/{ckpt}_{evaldir}_{bench}.log",
     benchmark:

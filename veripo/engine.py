@@ -29,6 +29,10 @@ class TrainEngine:
         elif kind == "deepspeed":
             import deepspeed
 
+            from veripo import distributed
+
+            if not torch.distributed.is_initialized():
+                distributed.init("deepspeed")  # a group of one when not started by torchrun
             cfg = json.loads(Path(zero_config if os.path.isabs(zero_config) else ROOT / zero_config).read_text())
             cfg.update({
                 "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
@@ -39,6 +43,7 @@ class TrainEngine:
             })
             self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=cfg)
             self.module = self.ds.module
+            self.module.veripo_partitioned = self.zero_stage == 3  # read by policy.completion_logprobs
         else:
             raise ValueError(f"unknown engine {kind!r} (torch | deepspeed)")
 

@@ -146,11 +146,21 @@ def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
     the full logits would not fit."""
     n, T = completions.shape
     pos, _ = prompt_positions(model, prompt)
+    positions = torch.cat([pos.expand(3, n, -1), _continuation_positions(prompt, 0, T, n)], 2)
+    attn = torch.cat([torch.ones(n, prompt.length, dtype=torch.long), mask.long()], 1)
+    if getattr(model, "veripo_partitioned", False):
+        # ZeRO-3 fetches a module's parameters from hooks that expect the model's own call order, so
+        # the vision tower runs inside the forward (once per sequence) instead of once per query.
+        ids = torch.cat([prompt.input_ids.expand(n, -1), completions], 1)
+        types = torch.cat([prompt.mm_token_type_ids.expand(n, -1), torch.zeros_like(completions)], 1)
+        media = {k: (v.repeat(n, 1) if k.startswith("pixel") else v.repeat(n, *([1] * (v.dim() - 1))))
+                 for k, v in prompt.media.items()}
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, mm_token_type_ids=types,
+                       use_cache=False, logits_to_keep=T + 1, **media).logits[:, :-1].float()
+        return torch.gather(F.log_softmax(logits, -1), 2, completions.unsqueeze(-1)).squeeze(-1)
     emb = prompt_embeds(model, prompt)
     comp_emb = model.model.get_input_embeddings()(completions)
     inputs = torch.cat([emb.expand(n, -1, -1), comp_emb], 1)
-    positions = torch.cat([pos.expand(3, n, -1), _continuation_positions(prompt, 0, T, n)], 2)
-    attn = torch.cat([torch.ones(n, prompt.length, dtype=torch.long), mask.long()], 1)
     logits = model(inputs_embeds=inputs, position_ids=positions, attention_mask=attn, use_cache=False,
                    logits_to_keep=T + 1).logits[:, :-1].float()
     return torch.gather(F.log_softmax(logits, -1), 2, completions.unsqueeze(-1)).squeeze(-1)
