@@ -6,7 +6,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The repository default; --configfile FILE ... merges more on top, key by key.
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "rules/common.smk"

@@ -7,6 +7,8 @@ if TINY:
             model=directory("base/init"),
             info="base/model.json",
         params:
+            py=PYTHON,
+            scripts=SCRIPTS,
             spec=lambda wc: as_arg(config.get("tiny_model", {})),
             prompts=lambda wc: as_arg(config["prompts"]),
         resources:
@@ -18,7 +20,7 @@ if TINY:
         conda:
             "../envs/train.yaml"
         shell:
-            "{PYTHON} {SCRIPTS}/base_build_tiny.py --spec {params.spec} --prompts {params.prompts} "
+            "{params.py} {params.scripts}/base_build_tiny.py --spec {params.spec} --prompts {params.prompts} "
             "--out {output.model} --info {output.info} 2> {log}"
 
 
@@ -30,6 +32,8 @@ if TINY:
             model=directory("base/model"),
             metrics="base/warmup_metrics.jsonl",
         params:
+            py=PYTHON,
+            scripts=SCRIPTS,
             cfg=lambda wc: as_arg(policy_args("warmup")),
         threads: 2
         resources:
@@ -41,5 +45,5 @@ if TINY:
         conda:
             "../envs/train.yaml"
         shell:
-            "{PYTHON} {SCRIPTS}/base_warmup.py --model {input.model} --data {input.data} --config {params.cfg} "
+            "{params.py} {params.scripts}/base_warmup.py --model {input.model} --data {input.data} --config {params.cfg} "
             "--out {output.model} --metrics {output.metrics} 2> {log}"

@@ -142,3 +142,26 @@ def eval_model(wildcards):
 
 def eval_model_input(wildcards):
     return base_model_input() if wildcards.ckpt == "base" else [eval_model(wildcards)]
+
+
+# DPO gate: dpo_train's pair input, decided once dpo_build_pairs (a checkpoint) has counted the pairs.
+from snakemake.logging import logger
+
+from veripo.pairs import dpo_gate
+
+_ANNOUNCED = set()
+
+
+def dpo_train_pairs(wildcards):
+    out = checkpoints.dpo_build_pairs.get(iter=wildcards.iter).output
+    with open(out.stats) as fh:
+        n_pairs = json.load(fh)["pairs"]
+    gate = dpo_gate(int(wildcards.iter), n_pairs, config["dpo"]["min_pairs"], config["dpo"]["on_too_few_pairs"])
+    if gate["decision"] == "stop":
+        raise WorkflowError(gate["message"])
+    if gate["decision"] == "skip":
+        if wildcards.iter not in _ANNOUNCED:
+            _ANNOUNCED.add(wildcards.iter)
+            logger.warning(gate["message"])
+        return f"iter{wildcards.iter}/dpo/pairs_skipped.jsonl"
+    return out.pairs

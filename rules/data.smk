@@ -12,6 +12,8 @@ if SYN["enabled"]:
             train_activation=config["data"]["train_activation"],
             **SYN_BENCHMARKS,
         params:
+            py=PYTHON,
+            scripts=SCRIPTS,
             spec=lambda wc: as_arg(SYN),
             benchmarks=" ".join(f"--benchmark {name}={path}" for name, path in SYN_BENCHMARKS.items()),
         resources:
@@ -23,6 +25,6 @@ if SYN["enabled"]:
         conda:
             "../envs/cpu.yaml"
         shell:
-            "{PYTHON} {SCRIPTS}/data_synthetic.py --spec {params.spec} --warmup {output.warmup} "
+            "{params.py} {params.scripts}/data_synthetic.py --spec {params.spec} --warmup {output.warmup} "
             "--train-video {output.train_video} --train-activation {output.train_activation} "
             "{params.benchmarks} 2> {log}"

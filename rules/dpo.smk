@@ -5,28 +5,6 @@
 # workflow stops with a message naming the iteration and the numbers. "skip": the DAG gains
 # dpo_skip_pairs, dpo_train gets its empty pair file and saves the GRPO model unchanged, so
 # iterK/dpo/model (what model_of_iteration() names) always exists and is then the GRPO model.
-from snakemake.logging import logger
-
-from veripo.pairs import dpo_gate
-
-_ANNOUNCED = set()
-
-
-def dpo_train_pairs(wildcards):
-    out = checkpoints.dpo_build_pairs.get(iter=wildcards.iter).output
-    with open(out.stats) as fh:
-        n_pairs = json.load(fh)["pairs"]
-    gate = dpo_gate(int(wildcards.iter), n_pairs, config["dpo"]["min_pairs"], config["dpo"]["on_too_few_pairs"])
-    if gate["decision"] == "stop":
-        raise WorkflowError(gate["message"])
-    if gate["decision"] == "skip":
-        if wildcards.iter not in _ANNOUNCED:
-            _ANNOUNCED.add(wildcards.iter)
-            logger.warning(gate["message"])
-        return f"iter{wildcards.iter}/dpo/pairs_skipped.jsonl"
-    return out.pairs
-
-
 checkpoint dpo_build_pairs:
     input:
         rollouts="iter{iter}/grpo/rollouts.jsonl",
@@ -36,7 +14,11 @@ checkpoint dpo_build_pairs:
         pairs="iter{iter}/dpo/pairs.jsonl",
         stats="iter{iter}/dpo/pair_stats.json",
     params:
+        py=PYTHON,
+        scripts=SCRIPTS,
         cfg=lambda wc: as_arg(config["pairs"]),
+    resources:
+        **rule_resources("dpo_build_pairs"),
     log:
         "logs/dpo_build_pairs/iter{iter}.log",
     benchmark:
@@ -44,7 +26,7 @@ checkpoint dpo_build_pairs:
     conda:
         "../envs/train.yaml"
     shell:
-        "{PYTHON} {SCRIPTS}/dpo_build_pairs.py --rollouts {input.rollouts} --verdicts {input.verdicts} "
+        "{params.py} {params.scripts}/dpo_build_pairs.py --rollouts {input.rollouts} --verdicts {input.verdicts} "
         "--model {input.model} --config {params.cfg} --out {output.pairs} --stats {output.stats} 2> {log}"
 
 
@@ -60,6 +42,8 @@ rule dpo_skip_pairs:
         ),
     message:
         "Too few DPO pairs in iteration {wildcards.iter}: its DPO stage is skipped (dpo.on_too_few_pairs: skip)"
+    resources:
+        **rule_resources("dpo_build_pairs"),
     log:
         "logs/dpo_skip_pairs/iter{iter}.log",
     benchmark:
@@ -78,6 +62,7 @@ rule dpo_train:
         model=directory("iter{iter}/dpo/model"),
         metrics="iter{iter}/dpo/metrics.jsonl",
     params:
+        scripts=SCRIPTS,
         cfg=lambda wc: as_arg(policy_args("dpo")),
         ckpt="checkpoints/iter{iter}/dpo",
         launch=launcher("dpo_train"),
@@ -91,5 +76,5 @@ rule dpo_train:
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.launch} {SCRIPTS}/dpo_train.py --model {input.model} --pairs {input.pairs} --config {params.cfg} "
+        "{params.launch} {params.scripts}/dpo_train.py --model {input.model} --pairs {input.pairs} --config {params.cfg} "
         "--out-model {output.model} --out-metrics {output.metrics} --checkpoint-dir {params.ckpt} 2> {log}"

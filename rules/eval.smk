@@ -13,6 +13,8 @@ rule eval_generate:
         ckpt=r"base|iter\d+",
         evaldir=r"eval|eval_grpo",
     params:
+        py=PYTHON,
+        scripts=SCRIPTS,
         model=eval_model,
         video_root=lambda wc: bench_cfg(wc)["video_root"],
         cfg=lambda wc: as_arg(job_settings(config, wc.bench)),
@@ -26,7 +28,7 @@ rule eval_generate:
     conda:
         "../envs/eval.yaml"
     shell:
-        "{PYTHON} {SCRIPTS}/eval_generate.py --model {params.model} --benchmark {wildcards.bench} "
+        "{params.py} {params.scripts}/eval_generate.py --model {params.model} --benchmark {wildcards.bench} "
         "--questions {input.questions} --video-root {params.video_root} --config {params.cfg} "
         "--out {output.predictions} --run-info {output.run_info} 2> {log}"
 
@@ -43,6 +45,8 @@ rule eval_score:
         ckpt=r"base|iter\d+",
         evaldir=r"eval|eval_grpo",
     params:
+        py=PYTHON,
+        scripts=SCRIPTS,
         model=eval_model,
         cfg=lambda wc: as_arg({"verifier": {"judge": config["verifier"]["judge"]}}),
     resources:
@@ -54,6 +58,6 @@ rule eval_score:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PYTHON} {SCRIPTS}/eval_score.py --benchmark {wildcards.bench} --predictions {input.predictions} "
+        "{params.py} {params.scripts}/eval_score.py --benchmark {wildcards.bench} --predictions {input.predictions} "
         "--run-info {input.run_info} --questions {input.questions} --model {params.model} "
         "--config {params.cfg} --out {output} 2> {log}"

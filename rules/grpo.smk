@@ -11,6 +11,7 @@ rule grpo_train:
         rollouts="iter{iter}/grpo/rollouts.jsonl",
         metrics="iter{iter}/grpo/metrics.jsonl",
     params:
+        scripts=SCRIPTS,
         start=grpo_start_model,
         cfg=grpo_args,
         stage=lambda wc: "activation" if int(wc.iter) == 0 else "video",
@@ -26,7 +27,7 @@ rule grpo_train:
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.launch} {SCRIPTS}/grpo_train.py --model {params.start} --data {input.data} --config {params.cfg} "
+        "{params.launch} {params.scripts}/grpo_train.py --model {params.start} --data {input.data} --config {params.cfg} "
         "--iteration {wildcards.iter} --stage {params.stage} --out-model {output.model} "
         "--out-rollouts {output.rollouts} --out-metrics {output.metrics} --checkpoint-dir {params.ckpt} 2> {log}"
 
@@ -38,6 +39,8 @@ rule curriculum_filter:
     output:
         "iter{iter}/data/train_video.jsonl",
     params:
+        py=PYTHON,
+        scripts=SCRIPTS,
         cfg=lambda wc: as_arg(config["curriculum"]),
     resources:
         **rule_resources("curriculum_filter"),
@@ -48,5 +51,5 @@ rule curriculum_filter:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PYTHON} {SCRIPTS}/curriculum_filter.py --data {input.data} --rollouts {input.rollouts} "
+        "{params.py} {params.scripts}/curriculum_filter.py --data {input.data} --rollouts {input.rollouts} "
         "--config {params.cfg} --out {output} 2> {log}"

@@ -9,7 +9,11 @@ rule verifier_judge:
         verdicts="iter{iter}/verifier/verdicts.jsonl",
         stats="iter{iter}/verifier/stats.json",
     params:
+        py=PYTHON,
+        scripts=SCRIPTS,
         cfg=lambda wc: as_arg(config["verifier"]),
+    resources:
+        **rule_resources("verifier_judge"),
     log:
         "logs/verifier_judge/iter{iter}.log",
     benchmark:
@@ -17,5 +21,5 @@ rule verifier_judge:
     conda:
         "../envs/train.yaml"
     shell:
-        "{PYTHON} {SCRIPTS}/verifier_judge.py --rollouts {input.rollouts} --model {input.model} "
+        "{params.py} {params.scripts}/verifier_judge.py --rollouts {input.rollouts} --model {input.model} "
         "--config {params.cfg} --out {output.verdicts} --stats {output.stats} 2> {log}"

@@ -30,11 +30,12 @@ def score_report(benchmark: str, predictions: str, questions: str, run_info: dic
     items = read_predictions(predictions, benchmark, questions, skipped=skipped)
     result = score_predictions(benchmark, items)
     judge = verifier.get_judge(judge_spec)
-    verdicts = [judge(item["response"])["verdict"] for item in items]
+    verdicts = [v["verdict"] for v in judge([item["response"] for item in items])] if items else []
     result["inconsistency"] = {
         "judge": judge_spec["backend"],
         "rate": 100.0 * sum(v == verifier.INCONSISTENT for v in verdicts) / max(1, len(verdicts)),
-        "counts": {k: verdicts.count(k) for k in (verifier.CONSISTENT, verifier.INCONSISTENT, verifier.UNKNOWN)},
+        "counts": {k: verdicts.count(k) for k in (verifier.CONSISTENT, verifier.INCONSISTENT, verifier.UNKNOWN,
+                                                  verifier.UNPARSABLE)},
     }
     result["skipped"] = len(skipped)
     result["skipped_keys"] = skipped[:SHOWN_SKIPPED]
