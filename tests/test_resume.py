@@ -25,9 +25,11 @@ def grpo_cmd(model, data, out, cfg):
             "--checkpoint-dir", str(out / "ckpt")]
 
 
-def wait_for(pred, timeout, what):
+def wait_for(pred, timeout, what, proc):
     t = time.time()
     while not pred():
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}")
         if time.time() - t > timeout:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
@@ -60,7 +62,7 @@ def test_killed_grpo_resumes_to_the_uninterrupted_model(tmp_path, tiny_dir, defa
 
     log = open(tmp_path / "cut.log", "w")
     proc = subprocess.Popen(grpo_cmd(tiny_dir, data, cut, cfg), stdout=log, stderr=log, start_new_session=True)
-    wait_for(lambda: list((cut / "ckpt").glob("step-000004/COMPLETE")), 120, "a step checkpoint")
+    wait_for(lambda: list((cut / "ckpt").glob("step-000004/COMPLETE")), 120, "a step checkpoint", proc)
     kill_group(proc)
     assert not (cut / "model").exists() and not (cut / "rollouts.jsonl").exists()  # no partial outputs
     rerun = subprocess.run(grpo_cmd(tiny_dir, data, cut, cfg), capture_output=True, text=True)
@@ -87,7 +89,7 @@ def test_killed_workflow_reruns_only_the_unfinished_job(tmp_path, default_config
            "--cores", "2", "iter1/eval/vsi_bench.json", "--configfile", str(cfg_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(lambda: list(tmp_path.glob("checkpoints/iter1/grpo/step-*/COMPLETE")), 600, "iter1 step checkpoint")
+        wait_for(lambda: list(tmp_path.glob("checkpoints/iter1/grpo/step-*/COMPLETE")), 600, "iter1 step checkpoint", proc)
     finally:
         kill_group(proc)
     assert not (tmp_path / "iter1/grpo/model").exists()

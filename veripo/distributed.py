@@ -27,7 +27,8 @@ def init(engine: str) -> Dist:
     if world > 1 or engine == "deepspeed":
         if not dist.is_initialized():
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+            if "MASTER_PORT" not in os.environ:
+                os.environ["MASTER_PORT"] = str(free_port())  # a group of one: any free port will do
             os.environ.setdefault("RANK", str(rank))
             os.environ.setdefault("LOCAL_RANK", str(local))
             os.environ.setdefault("WORLD_SIZE", str(world))
@@ -38,6 +39,14 @@ def init(engine: str) -> Dist:
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
     return Dist(rank, world, local)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def active() -> bool:
