@@ -26,12 +26,11 @@ def init(engine: str) -> Dist:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 or engine == "deepspeed":
         if not dist.is_initialized():
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            if "MASTER_PORT" not in os.environ:
-                os.environ["MASTER_PORT"] = str(free_port())  # a group of one: any free port will do
-            os.environ.setdefault("RANK", str(rank))
-            os.environ.setdefault("LOCAL_RANK", str(local))
-            os.environ.setdefault("WORLD_SIZE", str(world))
+            if world == 1:
+                # A group of one needs no agreed port; an inherited MASTER_PORT (a parent that is itself
+                # a group of one, e.g. a test process) would be taken already.
+                os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0",
+                                  LOCAL_RANK="0", WORLD_SIZE="1")
             import deepspeed
 
             deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
