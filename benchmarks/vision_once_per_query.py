@@ -52,7 +52,8 @@ def main(frames, size, G, new, repeats):
 
     def ours():
         prompt = policy.encode_query(proc, rec, cfg["prompts"], media, None)
-        policy.sample(model, prompt, G, new, generator=torch.Generator().manual_seed(0))
+        # no EOS: exactly `new` tokens per rollout, as min_new_tokens makes HF generate below
+        policy.sample(model, prompt, G, new, generator=torch.Generator().manual_seed(0), eos_ids=[])
 
     def hf():
         prompt = policy.encode_query(proc, rec, cfg["prompts"], media, None)
