@@ -4,35 +4,20 @@ import copy
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT
 from veripo.config import ConfigError, validate_config
+from test_workflow import job_counts
+from test_workflow import snakemake as workflow_snakemake
 from veripo.eval_settings import benchmark_media, check_benchmarks, job_settings
 
 SIX = ["vsi_bench", "video_mme", "lvbench", "tomato", "mmvu", "video_mmmu"]
 
 
 def snakemake(workdir: Path, cfg: dict, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    (workdir / "eval_config.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args, "--configfile", str(workdir / "eval_config.yaml")]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, VERIPO_THREADS="1"))
-
-
-def job_counts(text: str) -> dict:
-    counts = {}
-    for line in text.split("Job stats:")[1].splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
+    return workflow_snakemake(workdir, cfg, *args, timeout=timeout, env=dict(os.environ, VERIPO_THREADS="1"))
 
 
 def test_per_benchmark_media_overrides(default_config):

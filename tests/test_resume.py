@@ -1,6 +1,5 @@
 """Partial reruns after failures: a SIGKILLed training job resumes from its newest complete step
 checkpoint, ends with the same model as an uninterrupted run, and finished upstream jobs are not rerun."""
-import copy
 import json
 import os
 import signal

@@ -21,25 +21,29 @@ def small_config(default: dict, iterations: int = 2) -> dict:
     return validate_config(cfg)
 
 
-def snakemake(workdir: Path, cfg: dict, *args, timeout=1500) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, cfg: dict, *args, timeout=1500, env=None) -> subprocess.CompletedProcess:
     cfg_path = workdir / "test_config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--cores", "2", *args, "--configfile", str(cfg_path)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_dry_run_unrolls_three_iterations(tmp_path, default_config):
-    out = snakemake(tmp_path, default_config, "-n", "iter3/eval/vsi_bench.json")
-    assert out.returncode == 0, out.stderr[-3000:]
-    text = out.stdout + out.stderr
+def job_counts(text: str) -> dict:
+    """{rule: jobs} from snakemake's "Job stats" table."""
     counts = {}
     for line in text.split("Job stats:")[1].splitlines()[3:]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break
         counts[parts[0]] = int(parts[1])
-    assert counts == {"base_build_tiny": 1, "data_synthetic": 1, "base_warmup": 1, "grpo_train": 4,
+    return counts
+
+
+def test_dry_run_unrolls_three_iterations(tmp_path, default_config):
+    out = snakemake(tmp_path, default_config, "-n", "iter3/eval/vsi_bench.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert job_counts(out.stdout + out.stderr) == {"base_build_tiny": 1, "data_synthetic": 1, "base_warmup": 1, "grpo_train": 4,
                       "curriculum_filter": 2, "verifier_judge": 3, "dpo_build_pairs": 3, "dpo_train": 3,
                       "eval_generate": 1, "eval_score": 1, "total": 20}
 

@@ -10,7 +10,6 @@ at a time, up to float noise on exact logit ties (tests/test_batch_generate.py).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from veripo import policy
 from veripo.policy import EncodedPrompt, Rollouts
@@ -98,20 +97,10 @@ def generate(model, prompts: list[EncodedPrompt], max_new_tokens: int, temperatu
     tokens, logps = [], []
     done = torch.zeros(n, dtype=torch.bool, device=device)
     for t in range(max_new_tokens):
-        logp_full = F.log_softmax(logits, -1)
-        scores = logits.index_fill(1, suppress, float("-inf"))
-        if repetition_penalty != 1.0:
-            scores = policy._apply_repetition_penalty(scores, history, repetition_penalty)
-        if temperature <= 1e-5:
-            tok = scores.argmax(-1)
-        else:
-            scores = scores / temperature
-            if top_p < 1.0:
-                scores = policy._top_p_filter(scores, top_p)
-            tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).squeeze(1)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        tok, logp = policy.next_tokens(logits, suppress, history, done, temperature, top_p, repetition_penalty,
+                                       generator, pad_id)
         tokens.append(tok)
-        logps.append(logp_full.gather(1, tok.unsqueeze(1)).squeeze(1))
+        logps.append(logp)
         done = done | torch.isin(tok, eos)
         if bool(done.all()) or t == max_new_tokens - 1:
             break
@@ -122,9 +111,4 @@ def generate(model, prompts: list[EncodedPrompt], max_new_tokens: int, temperatu
                     past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         logits = out.logits[:, -1].float()
-    toks = torch.stack(tokens, 1)
-    is_eos = torch.isin(toks, eos)
-    length = toks.shape[1]
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full((n,), length, device=device))
-    mask = (torch.arange(length, device=device).unsqueeze(0) <= first.unsqueeze(1)).long()
-    return Rollouts(toks.cpu(), mask.cpu(), (torch.stack(logps, 1) * mask).cpu(), (~is_eos.any(1)).cpu())
+    return policy.collect_rollouts(tokens, logps, eos)

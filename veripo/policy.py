@@ -18,7 +18,6 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from veripo import prompts, video  # noqa: E402
-from veripo.errors import InputError  # noqa: E402
 
 MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
@@ -157,12 +156,12 @@ def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
                  for k, v in prompt.media.items()}
         logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, mm_token_type_ids=types,
                        use_cache=False, logits_to_keep=T + 1, **media).logits[:, :-1].float()
-        return torch.gather(F.log_softmax(logits, -1), 2, completions.unsqueeze(-1)).squeeze(-1)
-    emb = prompt_embeds(model, prompt)
-    comp_emb = model.model.get_input_embeddings()(completions)
-    inputs = torch.cat([emb.expand(n, -1, -1), comp_emb], 1)
-    logits = model(inputs_embeds=inputs, position_ids=positions, attention_mask=attn, use_cache=False,
-                   logits_to_keep=T + 1).logits[:, :-1].float()
+    else:
+        emb = prompt_embeds(model, prompt)
+        comp_emb = model.model.get_input_embeddings()(completions)
+        inputs = torch.cat([emb.expand(n, -1, -1), comp_emb], 1)
+        logits = model(inputs_embeds=inputs, position_ids=positions, attention_mask=attn, use_cache=False,
+                       logits_to_keep=T + 1).logits[:, :-1].float()
     return torch.gather(F.log_softmax(logits, -1), 2, completions.unsqueeze(-1)).squeeze(-1)
 
 
@@ -213,21 +212,10 @@ def sample(model, prompt: EncodedPrompt, n: int, max_new_tokens: int, temperatur
     tokens, logps = [], []
     done = torch.zeros(n, dtype=torch.bool)
     for t in range(max_new_tokens):
-        # The model's own log-probs, before suppression, are what the training forward reproduces.
-        logp_full = F.log_softmax(logits, -1)
-        scores = logits.index_fill(1, suppress, float("-inf"))
-        if repetition_penalty != 1.0:
-            scores = _apply_repetition_penalty(scores, history, repetition_penalty)
-        if temperature <= 1e-5:
-            tok = scores.argmax(-1)
-        else:
-            scores = scores / temperature
-            if top_p < 1.0:
-                scores = _top_p_filter(scores, top_p)
-            tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).squeeze(1)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        tok, logp = next_tokens(logits, suppress, history, done, temperature, top_p, repetition_penalty,
+                                generator, pad_id)
         tokens.append(tok)
-        logps.append(logp_full.gather(1, tok.unsqueeze(1)).squeeze(1))
+        logps.append(logp)
         done = done | torch.isin(tok, eos)
         if bool(done.all()) or t == max_new_tokens - 1:
             break
@@ -238,11 +226,40 @@ def sample(model, prompt: EncodedPrompt, n: int, max_new_tokens: int, temperatur
                     past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         logits = out.logits[:, -1].float()
+    return collect_rollouts(tokens, logps, eos)
+
+
+def next_tokens(logits: torch.Tensor, suppress: torch.Tensor, history: torch.Tensor, done: torch.Tensor,
+                temperature: float, top_p: float, repetition_penalty: float,
+                generator: torch.Generator | None, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding step for a batch: (next token per row, its log-prob under the model).
+
+    Vision placeholders are suppressed, the repetition penalty sees ``history``, temperature <= 1e-5
+    is greedy; finished rows get ``pad_id``. The log-prob is the model's own, before suppression and
+    penalties: that is what the training forward reproduces."""
+    logp_full = F.log_softmax(logits, -1)
+    scores = logits.index_fill(1, suppress, float("-inf"))
+    if repetition_penalty != 1.0:
+        scores = _apply_repetition_penalty(scores, history, repetition_penalty)
+    if temperature <= 1e-5:
+        tok = scores.argmax(-1)
+    else:
+        scores = scores / temperature
+        if top_p < 1.0:
+            scores = _top_p_filter(scores, top_p)
+        tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).squeeze(1)
+    tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+    return tok, logp_full.gather(1, tok.unsqueeze(1)).squeeze(1)
+
+
+def collect_rollouts(tokens: list[torch.Tensor], logps: list[torch.Tensor], eos: torch.Tensor) -> Rollouts:
+    """Stack the per-step tokens into Rollouts, masked after each row's first EOS (on the CPU)."""
     toks = torch.stack(tokens, 1)
     is_eos = torch.isin(toks, eos)
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full((n,), toks.shape[1]))
-    mask = (torch.arange(toks.shape[1]).unsqueeze(0) <= first.unsqueeze(1)).long()
-    return Rollouts(toks, mask, torch.stack(logps, 1) * mask, ~is_eos.any(1))
+    length = toks.shape[1]
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], length, dtype=torch.long))
+    mask = (torch.arange(length, device=toks.device).unsqueeze(0) <= first.unsqueeze(1)).long()
+    return Rollouts(toks.cpu(), mask.cpu(), (torch.stack(logps, 1) * mask).cpu(), (~is_eos.any(1)).cpu())
 
 
 def _eos_ids(model) -> list[int]:
@@ -270,9 +287,3 @@ def pad_completions(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor
         toks[i, : len(s)] = s
         mask[i, : len(s)] = 1
     return toks, mask
-
-
-def check_record_media(record: dict, base_dir: str | None, source: str) -> None:
-    for key in ("video", "image"):
-        if record.get(key) and not os.path.exists(resolve(record[key], base_dir)):
-            raise InputError(source, f"{key} file not found: {resolve(record[key], base_dir)}", field=key)
