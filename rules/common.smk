@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from veripo.config import ConfigError, grpo_stage, validate_config
+from veripo.config import ConfigError, grpo_stage, rule_settings, validate_config
 
 try:
     validate_config(config)
@@ -81,7 +81,7 @@ def grpo_args(wildcards):
 def rule_resources(name):
     """Resources of rule ``name`` from config ``resources`` (its entry over ``default``), in the
     SLURM executor plugin's names. runtime and mem_mb grow with the attempt, so --retries asks for more."""
-    r = {**config["resources"]["default"], **config["resources"].get(name, {})}
+    r = rule_settings(config, name)
     out = {
         "runtime": lambda wc, attempt: r["runtime"] * attempt,
         "mem_mb": lambda wc, attempt: r["mem_mb"] * attempt,
@@ -112,7 +112,7 @@ def training_resources(name):
 
 
 def launcher(name):
-    r = {**config["resources"]["default"], **config["resources"].get(name, {})}
+    r = rule_settings(config, name)
     return (f"{PYTHON} {SCRIPTS}/launch.py --nodes {r['nodes']} --procs-per-node {r['procs_per_node']} "
             f"--port {config['train']['master_port']} --mpi srun --")
 

@@ -41,7 +41,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         if m["min_pixels"] > m["max_pixels"]:
             raise ConfigError(f"config key '{key}.min_pixels' exceeds '{key}.max_pixels'")
     for name in ("grpo_train", "dpo_train"):
-        r = {**config["resources"]["default"], **config["resources"].get(name, {})}
+        r = rule_settings(config, name)
         world = r["nodes"] * r["procs_per_node"]
         if world > 1 and config["train"]["engine"] != "deepspeed":
             raise ConfigError(f"config key 'resources.{name}' asks for {world} processes: 'train.engine' must be deepspeed")
@@ -66,6 +66,11 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
 
 def load_config(path: str | Path) -> dict:
     return validate_config(yaml.safe_load(Path(path).read_text()))
+
+
+def rule_settings(config: dict, name: str) -> dict:
+    """Resources of rule ``name``: its ``resources`` entry over ``resources.default``."""
+    return {**config["resources"]["default"], **config["resources"].get(name, {})}
 
 
 def grpo_stage(config: dict, iteration: int) -> dict:
