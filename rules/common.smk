@@ -64,6 +64,13 @@ def grpo_queries(wildcards):
     return f"iter{k - 1}/data/train_video.jsonl"
 
 
+def verifier_rollouts(wildcards):
+    """What the verifier judges: the GRPO stage's logged rollouts, or a fresh sampling pass (verifier.rollouts.source)."""
+    if config["verifier"]["rollouts"]["source"] == "fresh":
+        return f"iter{wildcards.iter}/verifier/rollouts.jsonl"
+    return f"iter{wildcards.iter}/grpo/rollouts.jsonl"
+
+
 def policy_args(*sections):
     cfg = {"dtype": config["dtype"], "attn_implementation": config.get("attn_implementation"),
            "prompts": config["prompts"], "media": config["media"], "train": config["train"]}

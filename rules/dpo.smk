@@ -7,7 +7,7 @@
 # iterK/dpo/model (what model_of_iteration() names) always exists and is then the GRPO model.
 checkpoint dpo_build_pairs:
     input:
-        rollouts="iter{iter}/grpo/rollouts.jsonl",
+        rollouts=verifier_rollouts,
         verdicts="iter{iter}/verifier/verdicts.jsonl",
         model="iter{iter}/grpo/model",
     output:
@@ -61,6 +61,7 @@ rule dpo_train:
     output:
         model=directory("iter{iter}/dpo/model"),
         metrics="iter{iter}/dpo/metrics.jsonl",
+        heldout="iter{iter}/dpo/heldout.json",
     params:
         scripts=SCRIPTS,
         cfg=lambda wc: as_arg(policy_args("dpo")),
@@ -77,4 +78,4 @@ rule dpo_train:
         "../envs/train.yaml"
     shell:
         "{params.launch} {params.scripts}/dpo_train.py --model {input.model} --pairs {input.pairs} --config {params.cfg} "
-        "--out-model {output.model} --out-metrics {output.metrics} --checkpoint-dir {params.ckpt} 2> {log}"
+        "--out-model {output.model} --out-metrics {output.metrics} --out-heldout {output.heldout} --checkpoint-dir {params.ckpt} 2> {log}"

@@ -1,9 +1,34 @@
-# The Rollout-Aware Verifier over the rollouts of iteration k's video GRPO stage.
+# The Rollout-Aware Verifier over the rollouts of iteration k's video GRPO stage: those logged during
+# training, or (verifier.rollouts.source: fresh) a new sampling pass from the stage's checkpoint.
+
+
+rule verifier_sample:
+    input:
+        model="iter{iter}/grpo/model",
+        data=grpo_queries,
+    output:
+        "iter{iter}/verifier/rollouts.jsonl",
+    params:
+        py=PYTHON,
+        scripts=SCRIPTS,
+        cfg=lambda wc: as_arg({**policy_args(), "grpo": grpo_stage(config, int(wc.iter)),
+                               "rollouts": config["verifier"]["rollouts"]}),
+    resources:
+        **rule_resources("verifier_sample"),
+    log:
+        "logs/verifier_sample/iter{iter}.log",
+    benchmark:
+        "logs/benchmarks/verifier_sample/iter{iter}.tsv"
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "{params.py} {params.scripts}/verifier_sample.py --model {input.model} --data {input.data} --config {params.cfg} "
+        "--iteration {wildcards.iter} --out {output} 2> {log}"
 
 
 rule verifier_judge:
     input:
-        rollouts="iter{iter}/grpo/rollouts.jsonl",
+        rollouts=verifier_rollouts,
         model="iter{iter}/grpo/model",
     output:
         verdicts="iter{iter}/verifier/verdicts.jsonl",

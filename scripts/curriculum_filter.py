@@ -16,12 +16,13 @@ def main(data, rollouts, cfg, out):
     import os
 
     from veripo.curriculum import discard_simple
-    from veripo.jsonio import read_jsonl, write_jsonl
+    from veripo.jsonio import read_jsonl, unique_index, write_jsonl
     from veripo.queries import load_queries
 
     records = load_queries(data, check_media=False)
-    kept, dropped = discard_simple(records, read_jsonl(rollouts, required=("query_id", "reward_accuracy")),
-                                   cfg["discard_fraction"], cfg["seed"])
+    rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "reward_accuracy"))
+    unique_index(rows, "rollout_id", rollouts)
+    kept, dropped = discard_simple(records, rows, cfg["discard_fraction"], cfg["seed"])
     # media paths were resolved against the run directory; rewrite them relative to the new file
     out_dir = os.path.dirname(out) or "."
     for r in kept:

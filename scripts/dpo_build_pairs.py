@@ -15,36 +15,34 @@ from veripo.cli import JSON, main_guard, setup_logging
 @main_guard
 def main(rollouts, verdicts, model_path, cfg, out, stats_out):
     setup_logging()
-    from collections import defaultdict
-
     from transformers import AutoTokenizer
 
-    from veripo.errors import InputError
     from veripo.jsonio import read_jsonl, write_json, write_jsonl
-    from veripo.pairs import build_pairs, is_chosen
+    from veripo.pairs import build_all_pairs, is_chosen, join_verdicts
+    from veripo.rollouts import check_completion_ids
     from veripo.verifier_stats import pair_statistics
 
-    rows = {r["rollout_id"]: r for r in read_jsonl(rollouts, required=("rollout_id", "query_id", "completion"))}
-    groups = defaultdict(list)
-    for v in read_jsonl(verdicts, required=("rollout_id", "query_id", "checks", "clean")):
-        if v["rollout_id"] not in rows:
-            raise InputError(verdicts, f"verdict for unknown rollout {v['rollout_id']!r}", line=v["_line"],
-                             field="rollout_id")
-        groups[v["query_id"]].append((rows[v["rollout_id"]], v))
+    rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "completion", "completion_ids", "query"))
+    check_completion_ids(rows, rollouts)
+    groups = join_verdicts(rows, read_jsonl(verdicts, required=("rollout_id", "query_id", "checks", "clean")),
+                           rollouts, verdicts)
     tok = AutoTokenizer.from_pretrained(model_path)
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
 
     def count(think: str) -> int:
         return len(tok(think, add_special_tokens=False)["input_ids"])
 
-    pairs = [p for q in sorted(groups)
-             for p in build_pairs(groups[q], cfg["kinds"], cfg["max_per_query"], cfg.get("reflection_cue"), count,
-                                   cfg["rotate_kinds"])]
+    def tokenize(text: str) -> list[int]:
+        # a constructed (reflection) completion is complete: it ends as a sampled one that stopped would
+        return tok(text, add_special_tokens=False)["input_ids"] + [eos]
+
+    pairs, dropped = build_all_pairs(groups, cfg, tokenize, count)
     write_jsonl(out, pairs)
     with_chosen = sum(any(is_chosen(v) for _, v in g) for g in groups.values())
-    stats = pair_statistics(pairs, len(groups), with_chosen)
+    stats = pair_statistics(pairs, len(groups), with_chosen, dropped)
     write_json(stats_out, stats)
     click.echo(f"{len(pairs)} pairs from {len(groups)} queries ({with_chosen} with a chosen rollout): "
-               f"{stats['by_kind']}", err=True)
+               f"{stats['by_kind']}; dropped {stats['dropped']}", err=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def main(model_path, data, cfg, iteration, stage, out_model, out_rollouts, out_m
     import torch
 
     from veripo import distributed, grpo, policy, queries
-    from veripo.jsonio import iter_jsonl, write_jsonl
+    from veripo.jsonio import iter_jsonl, read_jsonl, unique_index, write_jsonl
     from veripo.training import StepCheckpointer, save_checkpoint
 
     g, t = cfg["grpo"], cfg["train"]
@@ -64,6 +64,8 @@ def main(model_path, data, cfg, iteration, stage, out_model, out_rollouts, out_m
                                                    "from": model_path, "data": data, "world_size": d.world}, d)
     if d.main:
         fh.close()
+        # a rollout logged twice (a resume that did not cut the log back) would count twice downstream
+        unique_index(read_jsonl(partial, required=("rollout_id",)), "rollout_id", partial)
         write_jsonl(out_rollouts, iter_jsonl(partial))
         write_jsonl(out_metrics, metrics)
         ckpt.clear()

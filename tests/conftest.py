@@ -14,6 +14,27 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _apply_torchvision_cpu_shim()  # before any test imports transformers' processors
 
 
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "veripo-data"
+
+
+@pytest.fixture(scope="session")
+def real_benchmark():
+    """``real_benchmark(name)``: the path of a real public benchmark question file, or a skip.
+
+    Those files are fetched data and are never committed: they live in ``../shared/veripo-data/``
+    next to the repository (CI has them there), or in the folder ``$VERIPO_DATA`` names."""
+    folder = Path(os.environ.get("VERIPO_DATA") or REAL_DATA)
+
+    def path(name: str) -> Path:
+        file = folder / f"{name}.json"
+        if not file.is_file():
+            pytest.skip(f"real benchmark question files not found at {folder} (set VERIPO_DATA): "
+                        f"{file.name} is fetched public data, kept out of the repository")
+        return file
+
+    return path
+
+
 @pytest.fixture(scope="session")
 def default_config() -> dict:
     return yaml.safe_load((ROOT / "config.yaml").read_text())

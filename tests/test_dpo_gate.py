@@ -44,8 +44,17 @@ def stage_upstream(w: Path, tiny_dir: str) -> None:
     queries = [dict(MC, id=f"q{i}") for i in range(3)]
     write_jsonl(w / "data/train_video.jsonl", queries)
     write_jsonl(w / "data/train_activation.jsonl", queries)
-    rows = [{"rollout_id": f"{q['id']}#{i}", "query_id": q["id"], "rollout": i, "stage": "video", "iteration": 1,
-             "round": 0, "completion": c, "num_tokens": 20, "truncated": i == 4, "query": q}
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    eos = [tok.convert_tokens_to_ids("<|im_end|>")]
+
+    def ids(i, c):  # as sampled: the truncated one (i == 4) without EOS
+        return tok(c, add_special_tokens=False)["input_ids"] + ([] if i == 4 else eos)
+
+    rows = [{"rollout_id": f"{q['id']}@r0#{i}", "query_id": q["id"], "rollout": i, "stage": "video", "iteration": 1,
+             "round": 0, "completion": c, "completion_ids": ids(i, c), "num_tokens": len(ids(i, c)),
+             "truncated": i == 4, "reward_accuracy": 0.0, "query": q}
             for q in queries for i, c in enumerate(COMPLETIONS)]
     for k in (0, 1):
         shutil.copytree(tiny_dir, w / f"iter{k}/grpo/model")

@@ -1,5 +1,6 @@
-"""The LLM consistency judges: HF (a tiny causal LM loaded from a directory, as a 7B judge would be),
-vLLM (against a mock module), and an OpenAI-compatible HTTP endpoint served on 127.0.0.1 by this test."""
+"""The consistency judges: the rule judge (which reads the answer type), and the LLM judges: HF (a tiny
+causal LM loaded from a directory, as a 7B judge would be), vLLM (against a mock module), and an
+OpenAI-compatible HTTP endpoint served on 127.0.0.1 by this test."""
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from veripo.judges import JudgeError, make_judge
-from veripo.judges.base import chat_text
+from veripo.judges.base import LLMJudge, chat_text
+from veripo.judges.rule import normalise_answer, rule_judge, think_conclusion
 from veripo.judges.verdicts import render_prompt
 
 TEMPLATE = "Reasoning: {reasoning}\nAnswer: {answer}\nReply CONSISTENT or INCONSISTENT."
@@ -96,6 +98,8 @@ def test_hf_judge_from_a_directory_batched_and_parsed(judge_dirs):
     # left padding: a prompt's reply is the same alone as in a batch with longer and shorter prompts
     assert [judge([t])[0]["raw"] for t in TEXTS] == [v["raw"] for v in verdicts]
     assert judge(TEXTS[1])["verdict"] == "INCONSISTENT"  # one string in, one verdict out
+    # the answer types reach every judge; an LLM judge reads the question and ignores them
+    assert judge(TEXTS, None, ["multiple_choice"] * len(TEXTS)) == verdicts
 
 
 def test_hf_judge_random_lm_replies_are_unparsable(judge_dirs):
@@ -250,3 +254,110 @@ def test_http_api_key_env_must_be_set(monkeypatch):
     monkeypatch.delenv("VERIPO_NO_SUCH_KEY", raising=False)
     with pytest.raises(JudgeError, match="VERIPO_NO_SUCH_KEY"):
         make_judge(spec("http", url="http://127.0.0.1:9", api_key_env="VERIPO_NO_SUCH_KEY"))
+
+
+# The rule judge. Which conclusions count depends on the answer type: an option letter only for multiple
+# choice and only in a form that cannot be prose (upper case; lower case only after "option"), a number
+# only for numeric and math questions. Deliberate: "the answer is (c)" names no option, since lower-case
+# letters in reasoning are mostly articles and list markers; "option b" does.
+MC, NUM, MATH = "multiple_choice", "numeric", "math"
+
+
+@pytest.mark.parametrize("think, answer_type, expected", [
+    ("Counting again, the answer is a total of 3.", NUM, "3"),
+    ("Counting again, the answer is a total of 3.", MC, None),  # "a" is an article, not option A
+    ("Counting again, the answer is a total of 3.", MATH, "3"),
+    ("It moves left, so the answer is B.", MC, "B"),
+    ("It moves left, so the answer is B.", NUM, None),  # a letter is no number
+    ("so the answer is B because it turns", MC, "B"),
+    ("the answer is (c)", MC, None),
+    ("the answer is (C)", MC, "C"),
+    ("the answer is option b", MC, "B"),
+    ("The answer is Option D, the red one.", MC, "D"),
+    ("so the answer is $C$", MC, "C"),
+    ("the answer is: E", MC, "E"),
+    ("the answer is I think B", MC, None),  # the pronoun, not option I
+    ("the answer is I.", MC, "I"),
+    ("The answer is Blue.", MC, None),  # a word, not an option letter
+    ("I think the answer is a bit unclear", MC, None),
+    ("I think the answer is a bit unclear", NUM, None),
+    ("First the answer is A, but wait, the answer is (C).", MC, "C"),
+    ("the answer is B. Then I doubted it: the answer is a bit unclear.", MC, "B"),  # the last stated one
+    ("so the answer is $2$.", NUM, "2"),
+    ("the answer should be 2.5 meters.", NUM, "2.5"),
+    ("the answer would be -3.", MATH, "-3"),
+    ("the answer is about 1,200 m", NUM, "1200"),
+    ("the answer is large. It is 7 m.", NUM, None),  # a number in the next sentence is not the conclusion
+    ("the answer is $\\frac{1}{2}$", MATH, None),  # part of an expression, not a number
+    ("the answer is 2x", MATH, None),
+    # no type (a caller without one): either form
+    ("so the answer is B.", None, "B"),
+    ("so the answer is $2$.", None, "2"),
+])
+def test_rule_conclusion_by_answer_type(think, answer_type, expected):
+    assert think_conclusion(think, answer_type) == expected
+
+
+@pytest.mark.parametrize("content, answer_type, expected", [
+    ("$B$", MC, "B"), ("(B)", MC, "B"), ("B.", MC, "B"), ("B", MC, "B"), ("b", MC, "B"), ("(b)", MC, "B"),
+    ("$B$.", MC, "B"), ("B. Clockwise", MC, "B"), ("(B) Clockwise", MC, "B"), ("option c", MC, "C"),
+    ("Clockwise", MC, None), ("A cat", MC, None), ("$2$", MC, None),
+    ("$2$", NUM, "2"), ("2.0", NUM, "2.0"), ("3 meters", NUM, "3"), ("B", NUM, None),
+    (" $\\frac{1}{2}$ ", MATH, "$\\frac{1}{2}$"), ("", MATH, None), (None, MC, None),
+])
+def test_rule_answer_by_answer_type(content, answer_type, expected):
+    assert normalise_answer(content, answer_type) == expected
+
+
+def rollout_text(think: str, answer: str) -> str:
+    return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+@pytest.mark.parametrize("think, answer, answer_type, expected", [
+    ("Counting them, the answer is a total of 3.", "$3$", NUM, "CONSISTENT"),
+    ("Counting them, the answer is a total of 3.", "$4$", NUM, "INCONSISTENT"),
+    # the old rule read "a" as option A here and called the rollout inconsistent with its $B$
+    ("Counting them, the answer is a total of 3.", "$B$", MC, "UNKNOWN"),
+    ("It moves left, so the answer is B.", "$B$", MC, "CONSISTENT"),
+    ("It moves left, so the answer is B.", "(b)", MC, "CONSISTENT"),
+    ("It moves left, so the answer is B.", "B. Clockwise", MC, "CONSISTENT"),
+    ("It moves left, so the answer is B.", "$C$", MC, "INCONSISTENT"),
+    ("It moves left, so the answer is option b", "$B$", MC, "CONSISTENT"),
+    ("It moves left, the answer is $C$", "$C$", MC, "CONSISTENT"),
+    ("It moves left, the answer is (c)", "$C$", MC, "UNKNOWN"),
+    ("I think the answer is a bit unclear", "$B$", MC, "UNKNOWN"),
+    ("I think the answer is a bit unclear", "$2$", NUM, "UNKNOWN"),
+    ("so the answer is 2.0", "$2$", NUM, "CONSISTENT"),
+    ("so the answer is 2.0", "$2$", MATH, "CONSISTENT"),
+    ("one of two, so the answer is 0.5", "$\\frac{1}{2}$", MATH, "CONSISTENT"),  # math-verify on the answer
+    ("one of two, so the answer is 0.5", "$\\frac{1}{3}$", MATH, "INCONSISTENT"),
+    ("so the answer is B.", "Clockwise", MC, "UNKNOWN"),  # no option letter in the answer
+])
+def test_rule_judge_verdicts_by_answer_type(think, answer, answer_type, expected):
+    assert rule_judge(rollout_text(think, answer), answer_type)["verdict"] == expected
+
+
+def test_rule_judge_takes_answer_types_through_the_interface():
+    judge = make_judge({"backend": "rule"})
+    texts = [rollout_text("the answer is a total of 3.", "$3$"), rollout_text("the answer is a total of 3.", "$A$")]
+    assert [v["verdict"] for v in judge(texts, ["How many?", "Which?"], [NUM, MC])] == ["CONSISTENT", "UNKNOWN"]
+    assert judge(texts[0], "How many?", NUM)["think_conclusion"] == "3"  # one string in, one verdict out
+    with pytest.raises(ValueError, match="2 texts but 1 answer types"):
+        judge(texts, None, [NUM])
+    with pytest.raises(ValueError, match="'open_ended'"):
+        judge(texts, None, [NUM, "open_ended"])
+
+
+def test_llm_judges_accept_and_ignore_answer_types():
+    class Echo(LLMJudge):
+        name = "echo"
+
+        def complete(self, prompts):
+            return ["CONSISTENT" if "$A$" in p else "INCONSISTENT" for p in prompts]
+
+    judge = Echo(spec("http"))
+    verdicts = judge(TEXTS, None, [MC] * len(TEXTS))
+    assert [v["verdict"] for v in verdicts] == EXPECTED
+    assert judge(TEXTS) == verdicts
+    with pytest.raises(ValueError, match="answer types"):
+        judge(TEXTS, None, [MC])

@@ -3,22 +3,45 @@ import pytest
 from veripo.curriculum import discard_simple, simple_query_ids
 from veripo.judges.rule import rule_judge
 from veripo.judges.verdicts import think_text
-from veripo.pairs import build_pairs, dpo_gate, kind_order
+from veripo import pairs as pairs_mod
+from veripo.errors import InputError
+from veripo.pairs import dpo_gate, join_verdicts, kind_order, pair_problems
 from veripo.rewards import is_well_formed
 from veripo.verifier_stats import pair_statistics
 
 CUE = "Wait, let me check again."
 
 
+def tokenize(text):
+    """A stand-in for the policy tokenizer: one id per character, then an EOS (0)."""
+    return [ord(c) for c in text] + [0]
+
+
+def build_pairs(group, kinds, max_per_query, cue=None, count_think_tokens=None, rotate_kinds=False):
+    pairs, _ = pairs_mod.build_pairs(group, kinds, max_per_query, cue, count_think_tokens, rotate_kinds, tokenize)
+    rows = {r["rollout_id"]: r for r, _ in group}
+    verdicts = {v["rollout_id"]: v for _, v in group}
+    for p in pairs:  # every pair a test sees is also checked against the invariants
+        assert pair_problems(p, rows, verdicts) == [], p
+    return pairs
+
+
 def verdict(rid, label="right", consistency="CONSISTENT", clean=True, think_tokens=10):
-    return {"rollout_id": rid, "query_id": "q", "clean": clean, "reasons": [],
+    reasons = ([] if clean else ["a 6-gram repeats 3 times"]) + ([] if consistency == "CONSISTENT" else
+                                                                 [f"judge: {consistency}"]) + [f"accuracy: {label}"]
+    return {"rollout_id": rid, "query_id": "q", "clean": clean, "reasons": reasons,
             "checks": {"accuracy": {"label": label}, "consistency": {"verdict": consistency},
                        "length": {"think_tokens": think_tokens}}}
 
 
+def row(rid, i, text):
+    return {"rollout_id": rid, "query_id": "q", "rollout": i, "iteration": 1, "completion": text,
+            "completion_ids": tokenize(text), "query": {"id": "q"}}
+
+
 def group(*verdicts):
-    return [({"rollout_id": v["rollout_id"], "query_id": "q", "rollout": i, "iteration": 1,
-              "completion": f"text of {v['rollout_id']}", "query": {"id": "q"}}, v) for i, v in enumerate(verdicts)]
+    return [(row(v["rollout_id"], i, f"<think>text of {v['rollout_id']}</think><answer>$B$</answer>"), v)
+            for i, v in enumerate(verdicts)]
 
 
 def test_consistency_pair_prefers_longest_clean_chosen():
@@ -27,7 +50,8 @@ def test_consistency_pair_prefers_longest_clean_chosen():
     assert len(pairs) == 1
     p = pairs[0]
     assert (p["kind"], p["chosen_rollout"], p["rejected_rollout"]) == ("consistency", "r1", "r2")
-    assert p["chosen"] == "text of r1" and p["rejected"] == "text of r2"
+    assert p["chosen"] == g[1][0]["completion"] and p["rejected"] == g[2][0]["completion"]
+    assert p["chosen_ids"] == g[1][0]["completion_ids"] and p["rejected_ids"] == g[2][0]["completion_ids"]
 
 
 def test_right_but_inconsistent_is_rejected_and_penalty_kind():
@@ -72,8 +96,7 @@ def texts(**completions):
     for i, (rid, (kind, text)) in enumerate(completions.items()):
         label, cons, clean = labels[kind]
         v = verdict(rid, label=label, consistency=cons, clean=clean, think_tokens=len(think_text(text).split()))
-        out.append(({"rollout_id": rid, "query_id": "q", "rollout": i, "iteration": 1, "completion": text,
-                     "query": {"id": "q"}}, v))
+        out.append((row(rid, i, text), v))
     return out
 
 
@@ -94,6 +117,7 @@ def test_reflection_pair_joins_wrong_reasoning_cue_and_right_rollout():
     assert p["chosen_rollout"] == "r0"  # the longest right reasoning
     assert p["chosen_sources"] == ["w0", "r0"]  # both rollouts the chosen side is made of
     assert p["chosen_think_tokens"] == 11 + 11  # without a tokenizer: the two sources' think lengths
+    assert p["chosen_ids"] == tokenize(p["chosen"]) and p["rejected_ids"] == g[0][0]["completion_ids"]
     (q,) = build_pairs(g, ["reflection"], 2, CUE, count_think_tokens=lambda t: len(t.split()))
     assert q["chosen_think_tokens"] == 11 + 5 + 11
 
@@ -104,6 +128,8 @@ def test_reflection_needs_a_clean_wrong_rollout_and_a_cue():
     assert [p["kind"] for p in build_pairs(g, ["reflection", "penalty"], 2, CUE)] == ["penalty"]
     with pytest.raises(ValueError, match="pairs.reflection_cue"):
         build_pairs(g, ["reflection"], 2)
+    with pytest.raises(ValueError, match="tokenizer"):
+        pairs_mod.build_pairs(g, ["reflection"], 2, CUE)
 
 
 def test_all_three_kinds_take_turns_up_to_the_limit():
@@ -157,3 +183,38 @@ def test_discard_fraction_is_seeded_and_rounded():
     assert discard_simple(recs, r, 0.8, seed=0)[1] == dropped
     assert discard_simple(recs, r, 0.0, seed=0)[1] == []
     assert len(discard_simple(recs, r, 1.0, seed=0)[1]) == 5
+
+
+def test_a_candidate_whose_sides_are_the_same_tokens_is_dropped_and_counted():
+    g = group(verdict("r0"), verdict("w0", label="wrong"), verdict("w1", label="wrong"))
+    g[1][0]["completion_ids"] = list(g[0][0]["completion_ids"])  # same tokens, whatever the verdicts say
+    pairs, dropped = pairs_mod.build_pairs(g, ["consistency"], 2)
+    assert [p["rejected_rollout"] for p in pairs] == ["w1"] and dropped == {"same_tokens": 1}
+
+
+def test_a_pair_breaking_the_invariants_is_never_returned(monkeypatch):
+    g = group(verdict("r0"), verdict("w0", label="wrong"))
+    rows, verdicts = {r["rollout_id"]: r for r, _ in g}, {v["rollout_id"]: v for _, v in g}
+    (p,) = build_pairs(g, ["consistency"], 2)
+    assert "the chosen side is not its rollout verbatim" in pair_problems({**p, "chosen": "x"}, rows, verdicts)
+    swapped = {**p, "chosen_rollout": "w0", "rejected_rollout": "r0", "chosen": p["rejected"], "rejected": p["chosen"],
+               "chosen_ids": p["rejected_ids"], "rejected_ids": p["chosen_ids"], "chosen_sources": ["w0"]}
+    assert "the chosen rollout is not right, consistent, clean and complete" in pair_problems(swapped, rows, verdicts)
+    # a selection bug (here: wrong rollouts counted as chosen) stops the builder instead of writing the pair
+    monkeypatch.setattr(pairs_mod, "is_chosen", lambda v: True)
+    bad = group(verdict("r0"), verdict("w0", label="wrong", think_tokens=50), verdict("w1", label="wrong"))
+    with pytest.raises(AssertionError, match="pair q:consistency:0 breaks the pair invariants: the chosen rollout is not"):
+        pairs_mod.build_pairs(bad, ["consistency"], 2)
+
+
+def test_join_refuses_repeated_ids_and_rollouts_without_verdicts():
+    g = group(verdict("r0"), verdict("w0", label="wrong"))
+    rows = [dict(r, _line=i + 1) for i, (r, _) in enumerate(g)]
+    verdicts = [dict(v, _line=i + 1) for i, (_, v) in enumerate(g)]
+    assert {q: len(x) for q, x in join_verdicts(rows, verdicts, "r.jsonl", "v.jsonl").items()} == {"q": 2}
+    with pytest.raises(InputError, match=r"r.jsonl, line 3, field 'rollout_id': duplicate rollout_id 'r0' \(first on line 1\)"):
+        join_verdicts(rows + [dict(rows[0], _line=3)], verdicts, "r.jsonl", "v.jsonl")
+    with pytest.raises(InputError, match=r"v.jsonl, line 3, field 'rollout_id': duplicate rollout_id 'w0'"):
+        join_verdicts(rows, verdicts + [dict(verdicts[1], _line=3)], "r.jsonl", "v.jsonl")
+    with pytest.raises(InputError, match=r"r.jsonl, line 2, field 'rollout_id': 1 rollouts have no verdict"):
+        join_verdicts(rows, verdicts[:1], "r.jsonl", "v.jsonl")

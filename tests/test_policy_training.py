@@ -26,6 +26,21 @@ def test_training_forward_matches_generation_logprobs_with_video(tiny_policy, vi
     assert (blind - ro.logprobs)[m].abs().max() > 1e-3  # the video matters to these log-probs
 
 
+def test_ratio_logprobs_are_those_of_the_sampling_temperature(tiny_policy, video_set, templates, media):
+    """Rollouts drawn at T come from softmax(logits / T): the training forward at T reproduces the
+    sampler's log-probs; the same forward at T = 1 (what the ratio used before) does not."""
+    model, processor = tiny_policy
+    model.eval()
+    prompt = encode(processor, video_set[1], templates, media)
+    ro = policy.sample(model, prompt, 4, 16, temperature=0.6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        at_t = policy.completion_logprobs(model, prompt, ro.tokens, ro.mask, temperature=0.6)
+        at_1 = policy.completion_logprobs(model, prompt, ro.tokens, ro.mask)
+    m = ro.mask.bool()
+    assert (at_t - ro.logprobs)[m].abs().max() < 1e-4
+    assert (at_1 - ro.logprobs)[m].abs().max() > 1e-2
+
+
 def test_our_forward_equals_transformers_own_forward(tiny_policy, video_set, templates, media):
     model, processor = tiny_policy
     model.eval()
@@ -127,12 +142,43 @@ def test_dpo_raises_chosen_over_rejected_margin(tiny_policy, video_set, template
               "chosen": f"<think>The background is {rec['answer_text']}. So the answer is {rec['answer']}.</think>"
                         f"<answer>${rec['answer']}$</answer>",
               "rejected": "<think>The background is. So the answer is.</think><answer>$Z$</answer>"} for i in range(2)]
+    for p in pairs:
+        p["chosen_ids"], p["rejected_ids"] = (policy.encode_completion(processor, p[s]).tolist() for s in ("chosen", "rejected"))
+    heldout = [dict(pairs[0], pair_id="h0")]
     cfg = dpo.DPOConfig(beta=0.1, lr=1e-3, global_batch=2, epochs=4, nll_coef=0.0, grad_clip=1.0,
                         freeze_vision=True, weight_decay=0.0, seed=0, checkpoint_every=100)
-    _, metrics = dpo.train_dpo(model, processor, pairs, cfg, templates, media)
+    _, metrics, report = dpo.train_dpo(model, processor, pairs, cfg, templates, media, heldout=heldout)
     assert metrics[0]["margin"] == pytest.approx(0.0, abs=1e-4)  # policy == reference at the first step
     assert metrics[-1]["margin"] > 1.0
     assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert report["pairs"] == 1 and report["after"]["margin"] > 1.0 and report["after"]["positive_margin_share"] == 1.0
+    assert report["after"]["logp_gap"] == pytest.approx(report["before"]["logp_gap"] + report["after"]["margin"], abs=1e-3)
+
+
+def test_dpo_scores_the_token_ids_the_pair_carries(tiny_policy, video_set, templates, media):
+    """A truncated rejected side ends without EOS; DPO scores exactly those ids, never a re-tokenisation."""
+    model, processor = tiny_policy
+    rec = {k: v for k, v in video_set[2].items() if not k.startswith("_")}
+    enc = dpo.PairEncoder(processor, templates, media)
+    ids = processor.tokenizer("<think>so the answer is", add_special_tokens=False)["input_ids"]
+    pair = {"query_id": rec["id"], "query": rec, "chosen": "unused", "rejected": "unused",
+            "chosen_ids": ids + [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")], "rejected_ids": ids}
+    toks, mask = enc.completions(pair)
+    assert toks[0, : len(ids) + 1].tolist() == pair["chosen_ids"] and int(mask[0].sum()) == len(ids) + 1
+    assert toks[1, : len(ids)].tolist() == ids and int(mask[1].sum()) == len(ids)  # no EOS added
+    c, r, _ = dpo.summed_logprobs(model, enc, pair)
+    lp = policy.completion_logprobs(model, enc.prompt(pair), toks, mask) * mask
+    assert float(c) == pytest.approx(float(lp[0].sum()), abs=1e-5) and float(r) == pytest.approx(float(lp[1].sum()), abs=1e-5)
+
+
+def test_heldout_split_is_by_query_and_seeded():
+    pairs = [{"pair_id": f"{q}:{i}", "query_id": q} for q in "abcdefghij" for i in range(2)]
+    train, held = dpo.split_heldout(pairs, 0.2, seed=0)
+    assert len(held) == 4 and len({p["query_id"] for p in held}) == 2
+    assert not {p["query_id"] for p in held} & {p["query_id"] for p in train}
+    assert dpo.split_heldout(pairs, 0.2, seed=0) == (train, held)
+    assert dpo.split_heldout(pairs, 0.0, seed=0) == (pairs, [])
+    assert len(dpo.split_heldout(pairs[:2], 0.5, seed=0)[0]) == 2  # one query: it trains
 
 
 def test_dpo_loss_values():

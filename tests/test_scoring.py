@@ -8,11 +8,42 @@ from pathlib import Path
 
 import pytest
 
+from veripo import jsonio, synthetic_benchmarks
 from veripo.benchmarks import load_benchmark
 from veripo.scoring import read_predictions, score_predictions
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).parent / "data" / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def synthetic_questions(tmp_path_factory):
+    """``synthetic_questions(name)``: path of a synthetic question file in ``name``'s format
+    (veripo.synthetic_benchmarks), so the scorer tests run without the real files."""
+    root = tmp_path_factory.mktemp("synthetic_questions")
+    sizes = {"tomato": 9, "vsi_bench": 4}
+
+    def path(name: str) -> str:
+        file = root / f"{name}.json"
+        if not file.exists():
+            jsonio.write_json(file, synthetic_benchmarks.write_benchmark(name, str(root), sizes[name], 5, 32, 4, 0.5))
+        return str(file)
+
+    return path
+
+
+@pytest.fixture(params=["real", "synthetic"])
+def questions_file(request, synthetic_questions):
+    """``questions_file(name)``: the real question file (skips when absent), then a synthetic one."""
+    if request.param == "real":
+        real_benchmark = request.getfixturevalue("real_benchmark")
+
+        def path(name: str) -> str:
+            return str(real_benchmark(name))
+    else:
+        def path(name: str) -> str:
+            return synthetic_questions(name)
+    path.kind = request.param
+    return path
 
 
 def item(category: str | None, answer: str, answer_type: str, response: str, key: str = "k") -> dict:
@@ -66,17 +97,27 @@ def test_vsi_official_aggregation_by_hand():
     assert "per_question" not in result
 
 
-def test_full_vsi_bench_gold_answers_score_100():
-    questions = load_benchmark("vsi_bench", str(DATA / "vsi_bench.json"))
-    items = [
-        item(q["category"], q["answer"], q["answer_type"], gold_response(q["answer"]), q["key"]) for q in questions
-    ]
-    result = score_predictions("vsi_bench", items)
+def gold_items(questions: list[dict]) -> list[dict]:
+    return [item(q["category"], q["answer"], q["answer_type"], gold_response(q["answer"]), q["key"]) for q in questions]
+
+
+def test_full_vsi_bench_gold_answers_score_100(real_benchmark):
+    questions = load_benchmark("vsi_bench", real_benchmark("vsi_bench"))
+    result = score_predictions("vsi_bench", gold_items(questions))
     assert result["n"] == 5130
     assert result["overall"] == 100.0
     assert result["official_overall"] == 100.0
     assert len(result["official_categories"]) == 8
     assert len(result["categories"]) == 10
+
+
+def test_synthetic_vsi_bench_gold_answers_score_100(synthetic_questions):
+    questions = load_benchmark("vsi_bench", synthetic_questions("vsi_bench"))
+    result = score_predictions("vsi_bench", gold_items(questions))
+    assert result["n"] == 4
+    assert result["overall"] == result["official_overall"] == 100.0
+    assert result["official_categories"] == {"object_counting": 100.0, "object_rel_direction": 100.0}
+    assert result["categories"] == {"object_counting": 100.0, "object_rel_direction_easy": 100.0}
 
 
 def test_other_benchmarks_have_plain_categories():
@@ -150,25 +191,30 @@ def test_our_format_missing_field_bad_json_and_duplicates(tmp_path):
         read_predictions(path, "tomato")
 
 
-def test_our_format_checked_against_questions(tmp_path):
-    questions = load_benchmark("tomato", str(DATA / "tomato.json"))
+def test_our_format_checked_against_questions(tmp_path, questions_file):
+    questions_path = questions_file("tomato")
+    questions = load_benchmark("tomato", questions_path)
     records = [item(q["category"], q["answer"], q["answer_type"], "", q["key"]) for q in questions]
-    questions_path = str(DATA / "tomato.json")
+    n = len(questions)
     path = write_jsonl(tmp_path / "all.jsonl", records)
-    assert len(read_predictions(path, "tomato", questions_path)) == 28
+    assert len(read_predictions(path, "tomato", questions_path)) == n
     path = write_jsonl(tmp_path / "partial.jsonl", records[:-3])
-    with pytest.raises(ValueError, match=re.escape(f"{path}: 3 of 28 questions of {questions_path} have no prediction")):
+    with pytest.raises(ValueError, match=re.escape(f"{path}: 3 of {n} questions of {questions_path} have no prediction")):
         read_predictions(path, "tomato", questions_path)
-    path = write_jsonl(tmp_path / "stale.jsonl", records[:1] + [records[1] | {"answer": "F"}] + records[2:])
-    with pytest.raises(ValueError, match=re.escape(f"{path}, line 2, field 'answer': 'F' differs from")):
+    stale = "F" if records[1]["answer"] != "F" else "G"
+    path = write_jsonl(tmp_path / "stale.jsonl", records[:1] + [records[1] | {"answer": stale}] + records[2:])
+    with pytest.raises(ValueError, match=re.escape(f"{path}, line 2, field 'answer': '{stale}' differs from")):
         read_predictions(path, "tomato", questions_path)
-    path = write_jsonl(tmp_path / "unknown.jsonl", records + [records[0] | {"key": "0621-00"}])
-    with pytest.raises(ValueError, match=re.escape(f"{path}, line 29, field 'key': key '0621-00' is not a question")):
+    repeated = next(q["question_id"] for q in questions if q["key"] != q["question_id"])  # a TOMATO repeated id
+    path = write_jsonl(tmp_path / "unknown.jsonl", records + [records[0] | {"key": repeated}])
+    message = f"{path}, line {n + 1}, field 'key': key '{repeated}' is not a question"
+    with pytest.raises(ValueError, match=re.escape(message)):
         read_predictions(path, "tomato", questions_path)
 
 
-def test_read_authors_format_derives_type_category_and_keys(tmp_path):
-    questions = load_benchmark("tomato", str(DATA / "tomato.json"))
+def test_read_authors_format_derives_type_category_and_keys(tmp_path, questions_file):
+    questions = load_benchmark("tomato", questions_file("tomato"))
+    assert any("#" in q["key"] for q in questions)
     path = tmp_path / "authors.json"
     path.write_text(json.dumps(authors_format(questions, [gold_response(q["answer"]) for q in questions])))
     items = read_predictions(str(path), "tomato")
@@ -177,37 +223,47 @@ def test_read_authors_format_derives_type_category_and_keys(tmp_path):
     assert score_predictions("tomato", items)["overall"] == 100.0
 
 
-def test_authors_format_reordered_matches_question_keys(tmp_path):
-    questions_path = str(DATA / "tomato.json")
+def test_authors_format_reordered_matches_question_keys(tmp_path, questions_file):
+    questions_path = questions_file("tomato")
     questions = load_benchmark("tomato", questions_path)
     reordered = list(reversed(questions))
     path = tmp_path / "authors.json"
     path.write_text(json.dumps(authors_format(reordered, [""] * len(reordered))))
     items = read_predictions(str(path), "tomato", questions_path)
     assert [i["key"] for i in items] == [q["key"] for q in reordered]
-    assert items[0]["key"] == "0621-01#27"
+    assert items[0]["key"] == questions[-1]["key"]
+    # a repeated id's key carries its position in the question file, not in the prediction file
+    last = len(items) - 1
+    pos = next(i for i in range(last, -1, -1) if "#" in items[i]["key"])
+    assert items[pos]["key"] == f"{reordered[pos]['question_id']}#{last - pos}" and pos != last - pos
 
 
-def test_authors_format_numeric_ground_truth_as_number(tmp_path):
-    question = load_benchmark("vsi_bench", str(DATA / "vsi_bench.json"))[0]
+def test_authors_format_numeric_ground_truth_as_number(tmp_path, questions_file):
+    question = load_benchmark("vsi_bench", questions_file("vsi_bench"))[0]
+    assert question["answer_type"] == "numeric" and "." not in question["answer"]
     path = tmp_path / "authors.json"
-    prediction = {"question": question["raw"], "ground_truth": 2.0, "model_output": "<answer>2</answer>"}
+    answer = question["answer"]
+    prediction = {"question": question["raw"], "ground_truth": float(answer), "model_output": f"<answer>{answer}</answer>"}
     path.write_text(json.dumps([prediction]))
     [loaded] = read_predictions(str(path), "vsi_bench")
-    assert (loaded["key"], loaded["answer"], loaded["answer_type"]) == ("vsi_bench_78", "2", "numeric")
+    assert (loaded["key"], loaded["answer"], loaded["answer_type"]) == (question["key"], answer, "numeric")
+    if questions_file.kind == "real":
+        assert (loaded["key"], loaded["answer"]) == ("vsi_bench_78", "2")
 
 
 @pytest.mark.parametrize(
     "change, field, message",
     [
-        ({"ground_truth": "B"}, "ground_truth", "ground_truth 'B' disagrees with question.answer 'A'"),
+        ({"ground_truth": "B"}, "ground_truth", "ground_truth 'B' disagrees with question.answer '{answer}'"),
         ({"model_output": ["<answer>D</answer>"]}, "model_output", "expected a string, got list"),
         ({"question": {"question_id": "0215-06"}}, "question.video_path", "missing required field"),
         ({"question": "0215-06"}, "question", "expected a JSON object"),
     ],
 )
-def test_authors_format_errors(tmp_path, change, field, message):
-    questions = load_benchmark("tomato", str(DATA / "tomato.json"))[:2]
+def test_authors_format_errors(tmp_path, questions_file, change, field, message):
+    questions = load_benchmark("tomato", questions_file("tomato"))[:2]
+    assert questions[1]["answer"] == ("A" if questions_file.kind == "real" else "G")  # not "B"
+    message = message.format(answer=questions[1]["answer"])
     records = authors_format(questions, ["", ""])
     records[1] = records[1] | change
     path = tmp_path / "authors.json"
@@ -225,8 +281,8 @@ def test_authors_format_missing_field(tmp_path):
         read_predictions(str(path), "tomato")
 
 
-def test_cli_scores_authors_format(tmp_path):
-    questions = load_benchmark("vsi_bench", str(DATA / "vsi_bench.json"))
+def test_cli_scores_authors_format(tmp_path, real_benchmark):
+    questions = load_benchmark("vsi_bench", real_benchmark("vsi_bench"))
     categories = ("object_counting", "object_rel_direction_hard")
     picked = [next(q for q in questions if q["category"] == c) for c in categories]
     assert picked[0]["answer"] == "2" and picked[1]["answer"] == "C"
@@ -243,6 +299,22 @@ def test_cli_scores_authors_format(tmp_path):
     assert result["official_overall"] == pytest.approx(45.0)
     assert "overall" in proc.stdout and "45.00" in proc.stdout
     assert [p.name for p in output.parent.iterdir()] == ["score.json"]
+
+
+def test_cli_scores_synthetic_authors_format(tmp_path, synthetic_questions):
+    counting, direction = load_benchmark("vsi_bench", synthetic_questions("vsi_bench"))[:2]
+    assert (counting["category"], direction["category"]) == ("object_counting", "object_rel_direction_easy")
+    wrong = next(o for o in direction["options"] if not o.startswith(direction["answer"]))
+    predictions = tmp_path / "authors.json"
+    responses = [f"<think>..</think><answer>${counting['answer']}$</answer>", f"<answer>{wrong}</answer>"]
+    predictions.write_text(json.dumps(authors_format([counting, direction], responses)))
+    output = tmp_path / "score.json"
+    proc = run_score("--benchmark", "vsi_bench", "--predictions", str(predictions), "--output", str(output))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(output.read_text())
+    assert (result["n"], result["overall"], result["official_overall"]) == (2, 50.0, 50.0)
+    assert result["categories"] == {"object_counting": 100.0, "object_rel_direction_easy": 0.0}
+    assert "50.00" in proc.stdout
 
 
 def test_cli_scores_our_format_with_full_precision(tmp_path):

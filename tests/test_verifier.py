@@ -149,12 +149,12 @@ class ScriptedJudge(Judge):
     def __init__(self, verdicts):
         self.verdicts, self.calls = verdicts, []
 
-    def judge(self, texts, questions=None):
-        self.calls.append((list(texts), list(questions)))
+    def judge(self, texts, questions=None, answer_types=None):
+        self.calls.append((list(texts), list(questions), list(answer_types)))
         return [{"verdict": v, "judge": self.name, "raw": v.lower()} for v in self.verdicts]
 
 
-def test_verify_all_asks_the_judge_once_with_questions():
+def test_verify_all_asks_the_judge_once_with_questions_and_answer_types():
     rows = [dict(rollout("<think>It moves left so the answer is B.</think><answer>$B$</answer>"),
                  query={"answer": "B", "answer_type": "multiple_choice",
                         "question": "Where?\nA. left\nB. right" + MC_SUFFIX}),
@@ -162,6 +162,7 @@ def test_verify_all_asks_the_judge_once_with_questions():
     judge = ScriptedJudge(["UNPARSABLE", "INCONSISTENT"])
     verdicts = verifier.verify_all(rows, WordTokenizer(), CFG, judge)
     assert len(judge.calls) == 1 and judge.calls[0][1] == ["Where?\nA. left\nB. right", ""]
+    assert judge.calls[0][2] == ["multiple_choice", "multiple_choice"]  # the rule judge needs each type
     assert [v["checks"]["consistency"]["verdict"] for v in verdicts] == ["UNPARSABLE", "INCONSISTENT"]
     assert "judge: UNPARSABLE" in verdicts[0]["reasons"]  # unparsable is never consistent
     assert verifier.VerifierConfig.from_config({**CFG.__dict__, "judge": {"backend": "rule"}}) == CFG
@@ -193,3 +194,13 @@ def test_verdict_statistics_on_a_known_verdict_file(tmp_path):
     assert stats["inconsistency_rate"] == 0.2 and stats["inconsistency_rate_decided"] == round(1 / 3, 4)
     assert stats["mean_think_tokens"] == {"all": 14.8, "chosen_candidates": 20.0, "others": 13.5}
     assert stats["judges"] == {"rule": 5}
+
+
+def test_verify_all_gives_the_rule_judge_each_rollout_answer_type():
+    think = "<think>I count them again and the answer is a total of 3.</think>"
+    rows = [rollout(think + "<answer>$3$</answer>", answer="3", answer_type="numeric"),
+            rollout(think + "<answer>$B$</answer>", answer="B", answer_type="multiple_choice")]
+    verdicts = verifier.verify_all(rows, WordTokenizer(), CFG, verifier.get_judge({"backend": "rule"}))
+    # numeric: 3 is the conclusion; multiple choice: the article "a" is no option A, so nothing is concluded
+    assert [v["checks"]["consistency"]["verdict"] for v in verdicts] == ["CONSISTENT", "UNKNOWN"]
+    assert verdicts[0]["checks"]["consistency"]["think_conclusion"] == "3"

@@ -56,11 +56,72 @@ def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, default_config)
     assert "grpo.rollouts_per_query" in out.stdout + out.stderr
 
 
-ROLLOUT_FIELDS = {"rollout_id", "query_id", "rollout", "stage", "iteration", "round", "completion", "num_tokens",
-                  "truncated", "reward_accuracy", "reward_format", "reward", "advantage", "media", "query"}
+ROLLOUT_FIELDS = {"rollout_id", "group_id", "query_id", "rollout", "stage", "iteration", "epoch", "round", "completion",
+                  "completion_ids", "num_tokens", "truncated", "reward_accuracy", "reward_format", "reward",
+                  "advantage", "media", "query"}
 VERDICT_FIELDS = {"rollout_id", "query_id", "iteration", "checks", "clean", "reasons"}
-PAIR_FIELDS = {"pair_id", "query_id", "kind", "iteration", "chosen", "rejected", "chosen_rollout",
-               "rejected_rollout", "rejected_reasons", "query"}
+PAIR_FIELDS = {"pair_id", "query_id", "kind", "iteration", "chosen", "rejected", "chosen_ids", "rejected_ids",
+               "chosen_rollout", "chosen_sources", "rejected_rollout", "rejected_reasons", "query"}
+
+
+def assert_rollouts_are_what_was_sampled(rollouts: list[dict], model_dir: Path, group_size: int) -> None:
+    """Ids unique within the stage; each group is one sampling of G; the ids decode to the text; a
+    rollout ends with EOS exactly when it was not truncated."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    ids = [r["rollout_id"] for r in rollouts]
+    assert len(ids) == len(set(ids))
+    groups = {}
+    for r in rollouts:
+        groups.setdefault(r["group_id"], []).append(r)
+        assert r["rollout_id"] == f"{r['group_id']}#{r['rollout']}" and r["group_id"] == f"{r['query_id']}@r{r['round']}"
+        assert r["num_tokens"] == len(r["completion_ids"]) > 0
+        assert (r["completion_ids"][-1] in eos) != r["truncated"]
+        assert tok.decode(r["completion_ids"], skip_special_tokens=True) == r["completion"]
+    assert {len(g) for g in groups.values()} == {group_size}
+    assert all(len({r["query_id"] for r in g}) == 1 for g in groups.values())
+
+
+def assert_pair_invariants(pairs: list[dict], rollouts: list[dict], verdicts: list[dict], model_dir: Path,
+                           cue: str) -> None:
+    """What makes a pair right, checked on every pair against the rollouts and verdicts it came from."""
+    from transformers import AutoTokenizer
+
+    from veripo.rewards import is_well_formed
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    rows = {r["rollout_id"]: r for r in rollouts}
+    ver = {v["rollout_id"]: v for v in verdicts}
+    assert len(ver) == len(verdicts) == len(rows)
+    for p in pairs:
+        assert p["chosen_ids"] != p["rejected_ids"], p["pair_id"]
+        rej, rv = rows[p["rejected_rollout"]], ver[p["rejected_rollout"]]
+        ch, cv = rows[p["chosen_rollout"]], ver[p["chosen_rollout"]]
+        assert p["rejected"] == rej["completion"] and p["rejected_ids"] == rej["completion_ids"]
+        assert p["rejected_reasons"] == rv["reasons"] and rv["reasons"]
+        assert ch["query_id"] == rej["query_id"] == p["query_id"] and ch["rollout_id"] != rej["rollout_id"]
+        # the chosen rollout: right, consistent, clean, well formed, complete
+        assert cv["clean"] and cv["checks"]["accuracy"]["label"] == "right", p["pair_id"]
+        assert cv["checks"]["consistency"]["verdict"] == "CONSISTENT" and ch["reward_accuracy"] >= 0.9
+        assert is_well_formed(ch["completion"]) and not ch["truncated"]
+        if p["kind"] == "reflection":
+            answer = ch["completion"].split("<answer>")[1].split("</answer>")[0]
+            assert p["chosen"].endswith(f"<answer>{answer}</answer>") and f" {cue} " in p["chosen"]
+            assert p["chosen_sources"] == [rej["rollout_id"], ch["rollout_id"]]
+            assert rv["clean"] and rv["checks"]["accuracy"]["label"] == "wrong"
+            assert p["chosen_ids"] == tok(p["chosen"], add_special_tokens=False)["input_ids"] + [eos]
+        else:
+            assert p["chosen"] == ch["completion"] and p["chosen_ids"] == ch["completion_ids"]
+            assert p["chosen_sources"] == [ch["rollout_id"]]
+            if p["kind"] == "penalty":
+                assert not rv["clean"]
+            else:
+                assert rv["clean"] and (rv["checks"]["accuracy"]["label"] == "wrong"
+                                        or rv["checks"]["consistency"]["verdict"] == "INCONSISTENT")
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -87,9 +148,13 @@ def test_default_chain_runs_and_every_artifact_has_its_schema(tmp_path, default_
         assert_checkpoint(w / ckpt)
     act = jsonl(w / "iter0/grpo/rollouts.jsonl")
     assert len(act) == 4 * cfg["grpo"]["rollouts_per_query"] and {r["stage"] for r in act} == {"activation"}
+    assert cfg["grpo"]["per_iteration"][0]["epochs"] > 1  # ids must stay unique across epochs
+    G = cfg["grpo"]["rollouts_per_query"]
     for k in (1, 2):
         rollouts = jsonl(w / f"iter{k}/grpo/rollouts.jsonl")
         assert rollouts and all(ROLLOUT_FIELDS <= set(r) for r in rollouts)
+        assert {r["epoch"] for r in rollouts} == set(range(cfg["grpo"]["per_iteration"][k - 1]["epochs"]))
+        assert_rollouts_are_what_was_sampled(rollouts, w / f"iter{k}/grpo/model", G)
         assert all(0 <= r["reward_accuracy"] <= 1 and r["reward_format"] in (0, 0.5) for r in rollouts)
         assert all(r["query"].get("video") for r in rollouts)
         verdicts = jsonl(w / f"iter{k}/verifier/verdicts.jsonl")
@@ -98,7 +163,15 @@ def test_default_chain_runs_and_every_artifact_has_its_schema(tmp_path, default_
         stats = json.loads((w / f"iter{k}/verifier/stats.json").read_text())
         assert stats["rollouts"] == len(rollouts)
         pairs = jsonl(w / f"iter{k}/dpo/pairs.jsonl")
-        assert all(PAIR_FIELDS <= set(p) for p in pairs)
+        assert pairs and all(PAIR_FIELDS <= set(p) for p in pairs)
+        assert_pair_invariants(pairs, rollouts, verdicts, w / f"iter{k}/grpo/model", cfg["pairs"]["reflection_cue"])
+        pair_stats = json.loads((w / f"iter{k}/dpo/pair_stats.json").read_text())
+        assert pair_stats["pairs"] == len(pairs) and set(pair_stats["dropped"]) >= {"same_tokens"}
+        heldout = json.loads((w / f"iter{k}/dpo/heldout.json").read_text())
+        assert 0 < heldout["pairs"] < len(pairs) and heldout["before"]["margin"] == 0.0
+        dpo_metrics = jsonl(w / f"iter{k}/dpo/metrics.jsonl")
+        assert dpo_metrics and all("positive_margin_share" in m and "reward_accuracy" not in m for m in dpo_metrics)
+        assert sum(m["pairs"] for m in dpo_metrics) == (len(pairs) - heldout["pairs"]) * cfg["dpo"]["epochs"]
         assert all(p["kind"] in cfg["pairs"]["kinds"] for p in pairs)
         per_query = {}
         for p in pairs:
@@ -124,3 +197,28 @@ def test_default_chain_runs_and_every_artifact_has_its_schema(tmp_path, default_
     # nothing left to do on a rerun
     again = snakemake(tmp_path, cfg, "-n", "iter2/eval/vsi_bench.json")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # The verifier's fresh sampling pass (verifier.rollouts.source: fresh) on iteration 1's GRPO model:
+    # only the verifier's rules run, on G new rollouts per query, and the pairs keep every invariant.
+    fresh = copy.deepcopy(cfg)
+    fresh["verifier"]["rollouts"].update(source="fresh", rollouts_per_query=6, seed=1)
+    out = snakemake(tmp_path, fresh, "iter1/dpo/pairs.jsonl", "--rerun-triggers", "mtime", "input")
+    assert out.returncode == 0, out.stderr[-3000:]
+    ran = job_counts(out.stdout + out.stderr)
+    assert ran == {"verifier_sample": 1, "verifier_judge": 1, "dpo_build_pairs": 1, "total": 3}, ran
+    rows = jsonl(w / "iter1/verifier/rollouts.jsonl")
+    assert len(rows) == cfg["data"]["synthetic"]["n_train_video"] * 6 and {r["stage"] for r in rows} == {"fresh"}
+    assert_rollouts_are_what_was_sampled(rows, w / "iter1/grpo/model", 6)
+    pairs = jsonl(w / "iter1/dpo/pairs.jsonl")
+    assert pairs and {p["chosen_rollout"] for p in pairs} <= {r["rollout_id"] for r in rows}
+    assert_pair_invariants(pairs, rows, jsonl(w / "iter1/verifier/verdicts.jsonl"), w / "iter1/grpo/model",
+                           cfg["pairs"]["reflection_cue"])
+
+
+def test_fresh_sampling_pass_is_in_the_dag_when_asked(tmp_path, default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["verifier"]["rollouts"]["source"] = "fresh"
+    out = snakemake(tmp_path, cfg, "-n", "iter3/eval/vsi_bench.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = job_counts(out.stdout + out.stderr)
+    assert counts["verifier_sample"] == 3 and counts["verifier_judge"] == 3

@@ -1,8 +1,10 @@
 """Answer extraction and per-question scoring, reproducing the VerIPO authors' scorer behaviour.
 
 The rules (see docs/BENCHMARKS.md) are strict on purpose: the published numbers were made with
-them, so the quirks (`$ 2.2 $` scores 0, `B. Clockwise` scores 0) are kept. Used both as the RL
-reward and by the evaluation scorer, so it imports no torch.
+them, so the quirks (`$ 2.2 $` scores 0, `B. Clockwise` scores 0) are kept. The evaluation scorer
+(``score_response``) reads math in the whole output, as the published one does; the RL reward
+(``answer_score``) reads only the ``<answer>`` content, so a number in the think earns nothing.
+Imports no torch.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ ANSWER_TYPES = ("multiple_choice", "numeric", "math")
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _CHOICE_LETTERS = "abcdefghij"
 _MRA_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-_NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def extract_answer(text: str) -> str | None:
@@ -86,54 +87,66 @@ def numeric_score(content: str | None, gold: str | float) -> float:
     return mra(pred, float(gold))
 
 
+_MATH_VERIFY_MISSING = ("math answers need the math-verify package, which is not importable: "
+                        "pip install math-verify==0.9.0 (pinned in requirements.txt)")
+# Math delimiters that math-verify finds LaTeX inside; content with none of them gets wrapped in `$`.
+_MATH_DELIMITERS = ("$", "\\(", "\\[")
+
+
 @functools.lru_cache(maxsize=1)
-def _load_math_verify() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
+def _load_math_verify() -> tuple[Callable[..., Any], Callable[..., Any]]:
     # Imported lazily: math-verify pulls in sympy and antlr, which the MC/numeric paths never need.
     try:
         from math_verify import parse, verify
-    except ImportError:
-        return None
+    except ImportError as exc:
+        raise ImportError(_MATH_VERIFY_MISSING) from exc
     return parse, verify
 
 
-def math_score(text: str, gold: str) -> float:
-    """1.0 when the whole output is symbolically equivalent to ``gold`` (math-verify), else 0.0.
+def _as_latex(expression: str) -> str:
+    """``expression`` as math-verify reads LaTeX: a bare ``\\frac{1}{2}`` is only recognised inside delimiters."""
+    return expression if any(d in expression for d in _MATH_DELIMITERS) else f"${expression}$"
 
-    Without math-verify installed, falls back to comparing the last number in the ``<answer>``
-    content with float(gold) for exact equality (no answer tag or a non-numeric gold -> 0.0).
-    """
-    math_verify = _load_math_verify()
-    if math_verify is None:
-        return _last_number_score(text, gold)
-    parse, verify = math_verify
+
+def math_equivalent(gold: str, pred: str) -> bool:
+    """math-verify's symbolic equivalence of ``pred`` (searched as it is) with ``gold``."""
+    parse, verify = _load_math_verify()
     # math-verify times out with SIGALRM, which only works in the main thread; elsewhere (reward
     # workers, thread pools) run without its timeout rather than crash.
     timeout = 5 if threading.current_thread() is threading.main_thread() else None
-    # A bare gold like "\frac{1}{2}" is only recognised as LaTeX inside math delimiters.
+    # Not _as_latex: published scores were made with this exact wrapping of the gold.
     gold_latex = gold if "$" in gold else f"${gold}$"
     gold_parsed = parse(gold_latex, parsing_timeout=timeout)
-    pred_parsed = parse(text, parsing_timeout=timeout)
-    return 1.0 if verify(gold_parsed, pred_parsed, timeout_seconds=timeout) else 0.0
+    pred_parsed = parse(pred, parsing_timeout=timeout)
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
 
 
-def _last_number_score(text: str, gold: str) -> float:
-    content = extract_answer(text)
-    if content is None:
+def math_score(text: str, gold: str) -> float:
+    """1.0 when math-verify finds ``gold`` in the WHOLE output, else 0.0: the published scorer's rule,
+    so a number in the think can match. The RL reward reads the answer instead (``math_answer_score``)."""
+    return 1.0 if math_equivalent(gold, text) else 0.0
+
+
+def math_answer_score(content: str | None, gold: str) -> float:
+    """1.0 when the ``<answer>`` content is symbolically equivalent to ``gold``; no content scores 0.0."""
+    if content is None or not content.strip():
         return 0.0
-    numbers = _NUMBER_RE.findall(content)
-    try:
-        gold_value = float(gold)
-    except ValueError:
-        return 0.0
-    return 1.0 if numbers and float(numbers[-1]) == gold_value else 0.0
+    return 1.0 if math_equivalent(gold, _as_latex(content)) else 0.0
+
+
+def answer_score(content: str | None, gold: str, answer_type: str) -> float:
+    """Score of the ``<answer>`` content alone, in [0, 1]: the RL accuracy reward for every answer type."""
+    if answer_type == "multiple_choice":
+        return mc_score(content, gold)
+    if answer_type == "numeric":
+        return numeric_score(content, gold)
+    if answer_type == "math":
+        return math_answer_score(content, gold)
+    raise ValueError(f"unknown answer_type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
 
 
 def score_response(text: str, gold: str, answer_type: str) -> float:
-    """Score one model output against its gold answer, in [0, 1]."""
-    if answer_type == "multiple_choice":
-        return mc_score(extract_answer(text), gold)
-    if answer_type == "numeric":
-        return numeric_score(extract_answer(text), gold)
+    """Score one model output against its gold answer, in [0, 1], by the published scorer's rules."""
     if answer_type == "math":
         return math_score(text, gold)
-    raise ValueError(f"unknown answer_type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
+    return answer_score(extract_answer(text), gold, answer_type)

@@ -2,6 +2,9 @@
 
 The reference is the model entering the stage (the GRPO checkpoint): its summed log-probs of every
 chosen and rejected response are computed once before the first update, so no second model is held.
+Both sides are scored as the token ids the pair carries (the sampled ones for a rollout), never a
+re-tokenisation of the text. A seeded share of the queries (``heldout_fraction``) is kept out of
+training; their pairs measure whether the preference learned carries over to unseen pairs.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ class DPOConfig:
     weight_decay: float
     seed: int
     checkpoint_every: int
+    heldout_fraction: float = 0.0
 
 
 def dpo_loss(pol_chosen: torch.Tensor, pol_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -55,8 +59,7 @@ class PairEncoder:
         return self.prompts[qid]
 
     def completions(self, pair: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        seqs = [policy.encode_completion(self.processor, pair["chosen"]),
-                policy.encode_completion(self.processor, pair["rejected"])]
+        seqs = [torch.tensor(pair["chosen_ids"], dtype=torch.long), torch.tensor(pair["rejected_ids"], dtype=torch.long)]
         return policy.pad_completions(seqs, self.processor.tokenizer.pad_token_id)
 
 
@@ -80,6 +83,47 @@ def reference_logprobs(model, enc: PairEncoder, pairs: list[dict], indices: list
     return out
 
 
+def split_heldout(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(training pairs, held-out pairs): a seeded ``fraction`` of the queries, all their pairs held out,
+    so no held-out pair shares a prompt with a trained one. At least one query stays in training."""
+    queries = sorted({p["query_id"] for p in pairs})
+    n = min(int(round(fraction * len(queries))), max(0, len(queries) - 1))
+    held = set(random.Random(seed).sample(queries, n)) if n else set()
+    return [p for p in pairs if p["query_id"] not in held], [p for p in pairs if p["query_id"] in held]
+
+
+@torch.no_grad()
+def heldout_report(model, enc: PairEncoder, heldout: list[dict], ref: dict) -> dict:
+    """Chosen-over-rejected on held-out pairs, before (the reference) and after (``model``) training.
+
+    ``logp_gap``: mean summed log-prob of chosen minus rejected; ``per_token``: the same with each side
+    divided by its length (sides differ in length); ``chosen_preferred``: share of pairs with a positive
+    gap; ``margin``: DPO's margin (the gap's change from the reference), 0 before by definition."""
+    model.eval()
+    before, after, per_tok_b, per_tok_a, margins = [], [], [], [], []
+    for i, pair in enumerate(heldout):
+        pc, pr, _ = summed_logprobs(model, enc, pair)
+        rc, rr = ref[i]
+        nc, nr = len(pair["chosen_ids"]), len(pair["rejected_ids"])
+        before.append(float(rc - rr))
+        after.append(float(pc - pr))
+        per_tok_b.append(float(rc / nc - rr / nr))
+        per_tok_a.append(float(pc / nc - pr / nr))
+        margins.append(float((pc - rc) - (pr - rr)))
+
+    def mean(xs):
+        return round(sum(xs) / len(xs), 4) if xs else None
+
+    def share(xs):
+        return round(sum(x > 0 for x in xs) / len(xs), 4) if xs else None
+
+    return {"pairs": len(heldout), "queries": len({p["query_id"] for p in heldout}),
+            "before": {"logp_gap": mean(before), "logp_gap_per_token": mean(per_tok_b), "chosen_preferred": share(before),
+                       "margin": 0.0 if heldout else None},
+            "after": {"logp_gap": mean(after), "logp_gap_per_token": mean(per_tok_a), "chosen_preferred": share(after),
+                      "margin": mean(margins), "positive_margin_share": share(margins)}}
+
+
 def _zero_loss(model) -> torch.Tensor:
     """A rank without a pair in a step still takes part in the gradient reduction."""
     return sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
@@ -87,8 +131,10 @@ def _zero_loss(model) -> torch.Tensor:
 
 def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, templates: dict, media_cfg: dict,
               checkpointer: StepCheckpointer | None = None, progress=None, engine_kind: str = "torch",
-              zero_config: str | None = None, dtype: str = "float32", d: distributed.Dist | None = None):
-    """Returns (engine, per-step metrics). Each step's pairs are split across the ranks."""
+              zero_config: str | None = None, dtype: str = "float32", d: distributed.Dist | None = None,
+              heldout: list[dict] | None = None):
+    """Returns (engine, per-step metrics, held-out report). Each step's pairs are split across the
+    ranks; every rank scores all ``heldout`` pairs (a few), so ranks run the same forwards."""
     d = d or distributed.Dist(0, 1, 0)
     if cfg.freeze_vision:
         frozen_vision(model)
@@ -100,6 +146,8 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, templates: di
         steps += [order[s:s + cfg.global_batch] for s in range(0, len(order), cfg.global_batch)]
     mine = sorted({i for step in steps for i in distributed.shard(step, d)})
     ref = reference_logprobs(model, enc, pairs, mine, progress if d.main else None)
+    heldout = heldout or []
+    ref_heldout = reference_logprobs(model, enc, heldout, list(range(len(heldout))))
     engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, engine_kind, zero_config, dtype)
     model = engine.module
     state = {"round": 0, "metrics": []}
@@ -126,7 +174,7 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, templates: di
         losses = [x for p in parts for x in p["losses"]]
         margins = [x for p in parts for x in p["margins"]]
         m = {"step": s, "loss": sum(losses) / len(losses), "margin": sum(margins) / len(margins),
-             "reward_accuracy": sum(x > 0 for x in margins) / len(margins), "grad_norm": grad_norm,
+             "positive_margin_share": sum(x > 0 for x in margins) / len(margins), "grad_norm": grad_norm,
              "pairs": len(losses)}
         state["metrics"].append(m)
         state["round"] = s + 1
@@ -138,4 +186,6 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, templates: di
             bar.update(1)
     if bar:
         bar.close()
-    return engine, state["metrics"]
+    with engine.full_parameters():
+        report = heldout_report(engine.module, enc, heldout, ref_heldout)
+    return engine, state["metrics"], report

@@ -30,7 +30,8 @@ def score_report(benchmark: str, predictions: str, questions: str, run_info: dic
     items = read_predictions(predictions, benchmark, questions, skipped=skipped)
     result = score_predictions(benchmark, items)
     judge = verifier.get_judge(judge_spec)
-    verdicts = [v["verdict"] for v in judge([item["response"] for item in items])] if items else []
+    verdicts = [v["verdict"] for v in judge([item["response"] for item in items], None,
+                                                  [item["answer_type"] for item in items])] if items else []
     result["inconsistency"] = {
         "judge": judge_spec["backend"],
         "rate": 100.0 * sum(v == verifier.INCONSISTENT for v in verdicts) / max(1, len(verdicts)),

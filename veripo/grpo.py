@@ -4,6 +4,10 @@ Per round: ``rollout_batch`` queries, G rollouts each (vision encoded once per q
 format + accuracy; advantages normalised within each group; the old policy's log-probs are taken
 once after sampling; then the rollouts are split into optimiser steps of ``global_batch`` sequences
 with the clipped-ratio loss, optionally with a k3 KL penalty to a frozen reference.
+
+Every log-prob in the ratio (old, new, reference) is taken at the sampling temperature: the rollouts
+were drawn from softmax(logits / T), so that is the distribution whose ratio the clip bounds. (top_p is
+not applied to them: its truncation moves with the weights and has no gradient.)
 """
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from veripo import distributed, policy, rewards
+from veripo import distributed, policy
 from veripo.engine import TrainEngine
+from veripo.rollouts import Group, Sampling, group_advantages, rollout_rows, sample_group  # noqa: F401
 from veripo.training import StepCheckpointer, frozen_vision
 
 log = logging.getLogger(__name__)
@@ -45,13 +50,6 @@ class GRPOConfig:
     checkpoint_every: int
 
 
-def group_advantages(rewards_: torch.Tensor, eps: float) -> torch.Tensor:
-    """(Q, G) -> (Q, G): (r - mean) / (std + eps) within each query's group. All-equal groups give 0."""
-    mean = rewards_.mean(1, keepdim=True)
-    std = rewards_.std(1, keepdim=True, unbiased=True) if rewards_.shape[1] > 1 else torch.zeros_like(mean)
-    return (rewards_ - mean) / (std + eps)
-
-
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
               clip_eps: float, ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0):
     """Per-sequence token-mean of the clipped surrogate (minus the KL term); summed over sequences.
@@ -74,46 +72,6 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mas
     return loss, stats
 
 
-@dataclass
-class Group:
-    record: dict
-    prompt: policy.EncodedPrompt
-    rollouts: policy.Rollouts
-    texts: list
-    acc: list
-    fmt: list
-    adv: torch.Tensor
-    old_logp: torch.Tensor | None = None
-    ref_logp: torch.Tensor | None = None
-
-
-def _rollout_rows(group: Group, stage: str, iteration: int, round_idx: int, media_cfg: dict) -> list[dict]:
-    rows = []
-    rec = {k: v for k, v in group.record.items() if not k.startswith("_")}
-    for i, text in enumerate(group.texts):
-        rows.append({
-            "rollout_id": f"{rec['id']}#{i}", "query_id": rec["id"], "rollout": i, "stage": stage,
-            "iteration": iteration, "round": round_idx, "completion": text,
-            "num_tokens": int(group.rollouts.mask[i].sum()), "truncated": bool(group.rollouts.truncated[i]),
-            "reward_accuracy": group.acc[i], "reward_format": group.fmt[i],
-            "reward": group.acc[i] + group.fmt[i], "advantage": float(group.adv[i]),
-            "media": {k: media_cfg[k] for k in ("fps", "max_frames", "min_pixels", "max_pixels")},
-            "query": rec,
-        })
-    return rows
-
-
-def sample_group(model, processor, record: dict, cfg: GRPOConfig, templates: dict, media_cfg: dict,
-                 generator: torch.Generator) -> Group:
-    prompt = policy.encode_query(processor, record, templates, media_cfg, None, source=record.get("_source"))
-    ro = policy.sample(model, prompt, cfg.rollouts_per_query, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                       generator=generator, pad_id=processor.tokenizer.pad_token_id)
-    texts = policy.decode(processor, ro)
-    acc = [rewards.accuracy_reward(t, record) for t in texts]
-    fmt = [rewards.format_reward(t, cfg.format_weight) for t in texts]
-    return Group(record, prompt, ro, texts, acc, fmt, torch.zeros(len(texts)))
-
-
 def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, templates: dict, media_cfg: dict,
                stage: str, iteration: int, on_rollouts, checkpointer: StepCheckpointer | None = None,
                progress=None, engine_kind: str = "torch", zero_config: str | None = None, dtype: str = "float32",
@@ -132,12 +90,13 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, templates
     if cfg.kl_coef > 0:
         ref = copy.deepcopy(model).eval().requires_grad_(False)
     engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, engine_kind, zero_config, dtype)
-    rounds = []
+    rounds, epochs = [], []
     for epoch in range(cfg.epochs):
         order = list(range(len(records)))
         random.Random(cfg.seed + epoch).shuffle(order)
         for start in range(0, len(order), cfg.rollout_batch):
             rounds.append([records[i] for i in order[start:start + cfg.rollout_batch]])
+            epochs.append(epoch)
     state = {"round": 0, "metrics": []}
     generator = torch.Generator().manual_seed(cfg.seed + 1000 * d.rank)
     if checkpointer is not None:
@@ -145,7 +104,7 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, templates
     bar = progress(total=len(rounds), initial=state["round"], desc=f"grpo {stage}") if progress and d.main else None
     for r in range(state["round"], len(rounds)):
         metrics = _grpo_round(engine, ref, processor, rounds[r], cfg, templates, media_cfg, stage,
-                              iteration, r, generator, on_rollouts, d)
+                              iteration, r, epochs[r], generator, on_rollouts, d)
         state["metrics"].extend(metrics)
         state["round"] = r + 1
         if checkpointer is not None and (r + 1) % cfg.checkpoint_every == 0 and r + 1 < len(rounds):
@@ -159,12 +118,12 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, templates
 
 
 def _grpo_round(engine, ref, processor, batch, cfg: GRPOConfig, templates, media_cfg, stage, iteration,
-                round_idx, generator, on_rollouts, d: distributed.Dist) -> list[dict]:
+                round_idx, epoch, generator, on_rollouts, d: distributed.Dist) -> list[dict]:
     t0 = time.perf_counter()
     model = engine.module
     model.eval()
     with engine.full_parameters():
-        groups = [sample_group(model, processor, rec, cfg, templates, media_cfg, generator)
+        groups = [sample_group(model, processor, rec, Sampling.of(cfg), templates, media_cfg, generator)
                   for rec in distributed.shard(batch, d)]
     t_sample = time.perf_counter() - t0
     rew = torch.tensor([[a + f for a, f in zip(g.acc, g.fmt)] for g in groups])
@@ -175,10 +134,10 @@ def _grpo_round(engine, ref, processor, batch, cfg: GRPOConfig, templates, media
             g.adv = a
             # One optimiser step per round makes old == current: the ratio is exactly 1 then.
             if n_steps > 1:
-                g.old_logp = _chunked_logprobs(model, g, cfg.micro_batch)
+                g.old_logp = _chunked_logprobs(model, g, cfg.micro_batch, cfg.temperature)
             if ref is not None:
-                g.ref_logp = _chunked_logprobs(ref, g, cfg.micro_batch)
-    rows = [row for g in groups for row in _rollout_rows(g, stage, iteration, round_idx, media_cfg)]
+                g.ref_logp = _chunked_logprobs(ref, g, cfg.micro_batch, cfg.temperature)
+    rows = [row for g in groups for row in rollout_rows(g, stage, iteration, round_idx, epoch, media_cfg)]
     all_rows = [row for part in distributed.gather(rows) for row in part]
     if d.main:
         on_rollouts(all_rows)
@@ -201,7 +160,7 @@ def _grpo_round(engine, ref, processor, batch, cfg: GRPOConfig, templates, media
             for c in range(0, len(idx), cfg.micro_batch):
                 rows_ = torch.tensor(idx[c:c + cfg.micro_batch])
                 toks, mask = g.rollouts.tokens[rows_], g.rollouts.mask[rows_]
-                logp = policy.completion_logprobs(model, g.prompt, toks, mask)
+                logp = policy.completion_logprobs(model, g.prompt, toks, mask, cfg.temperature)
                 old = g.old_logp[rows_] if g.old_logp is not None else logp.detach()
                 refl = g.ref_logp[rows_] if g.ref_logp is not None else None
                 loss, st = grpo_loss(logp, old, g.adv[rows_], mask, cfg.clip_eps, refl, cfg.kl_coef)
@@ -226,9 +185,9 @@ def _grpo_round(engine, ref, processor, batch, cfg: GRPOConfig, templates, media
     return metrics
 
 
-def _chunked_logprobs(model, g: Group, micro: int) -> torch.Tensor:
+def _chunked_logprobs(model, g: Group, micro: int, temperature: float) -> torch.Tensor:
     parts = []
     for c in range(0, g.rollouts.tokens.shape[0], micro):
         parts.append(policy.completion_logprobs(model, g.prompt, g.rollouts.tokens[c:c + micro],
-                                                g.rollouts.mask[c:c + micro]))
+                                                g.rollouts.mask[c:c + micro], temperature))
     return torch.cat(parts)

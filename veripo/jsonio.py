@@ -38,6 +38,19 @@ def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterato
             yield rec
 
 
+def unique_index(rows: list[dict], key: str, path: object) -> dict:
+    """{row[key]: row}; a repeated key is an InputError naming the file, the line, the field and the
+    line it first appeared on."""
+    out: dict = {}
+    for row in rows:
+        value = row[key]
+        if value in out:
+            raise InputError(path, f"duplicate {key} {value!r} (first on line {out[value].get('_line')})",
+                             line=row.get("_line"), field=key)
+        out[value] = row
+    return out
+
+
 def _strip_private(rec: dict) -> dict:
     return {k: v for k, v in rec.items() if not k.startswith("_")}
 

@@ -138,8 +138,9 @@ def _continuation_positions(prompt: EncodedPrompt, start: int, length: int, n: i
 
 
 def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
-                        mask: torch.Tensor) -> torch.Tensor:
-    """(n, T) log-probs of ``completions`` (n, T) given the prompt, the vision features included.
+                        mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(n, T) log-probs of ``completions`` (n, T) given the prompt, the vision features included,
+    under softmax(logits / temperature): the distribution a sampler at that temperature drew from.
 
     Only the last T+1 positions go through the LM head: with a long video prompt and a 150k vocabulary
     the full logits would not fit."""
@@ -162,14 +163,21 @@ def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
         inputs = torch.cat([emb.expand(n, -1, -1), comp_emb], 1)
         logits = model(inputs_embeds=inputs, position_ids=positions, attention_mask=attn, use_cache=False,
                        logits_to_keep=T + 1).logits[:, :-1].float()
+    if temperature != 1.0:
+        logits = logits / _logprob_temperature(temperature)
     return torch.gather(F.log_softmax(logits, -1), 2, completions.unsqueeze(-1)).squeeze(-1)
+
+
+def _logprob_temperature(temperature: float) -> float:
+    """Greedy decoding (temperature <= 1e-5) has no sampling distribution: its log-probs are the model's own."""
+    return 1.0 if temperature <= 1e-5 else temperature
 
 
 @dataclass
 class Rollouts:
     tokens: torch.Tensor  # (n, T) completion ids, padded after the first EOS
     mask: torch.Tensor  # (n, T) 1 up to and including the first EOS
-    logprobs: torch.Tensor  # (n, T) sampler's log-probs (temperature 1 scale)
+    logprobs: torch.Tensor  # (n, T) sampler's log-probs under softmax(logits / temperature)
     truncated: torch.Tensor  # (n,) bool: hit max_new_tokens without EOS
 
 
@@ -235,9 +243,9 @@ def next_tokens(logits: torch.Tensor, suppress: torch.Tensor, history: torch.Ten
     """One decoding step for a batch: (next token per row, its log-prob under the model).
 
     Vision placeholders are suppressed, the repetition penalty sees ``history``, temperature <= 1e-5
-    is greedy; finished rows get ``pad_id``. The log-prob is the model's own, before suppression and
-    penalties: that is what the training forward reproduces."""
-    logp_full = F.log_softmax(logits, -1)
+    is greedy; finished rows get ``pad_id``. The log-prob is under softmax(logits / temperature), before
+    suppression, penalties and top-p: that is what the training forward reproduces."""
+    logp_full = F.log_softmax(logits / _logprob_temperature(temperature), -1)
     scores = logits.index_fill(1, suppress, float("-inf"))
     if repetition_penalty != 1.0:
         scores = _apply_repetition_penalty(scores, history, repetition_penalty)

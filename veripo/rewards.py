@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from veripo.answers import score_response
+from veripo.answers import answer_score, extract_answer
 
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _LAYOUT = re.compile(r"^\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*$", re.DOTALL)
@@ -22,4 +22,6 @@ def format_reward(text: str, weight: float) -> float:
 
 
 def accuracy_reward(text: str, record: dict) -> float:
-    return float(score_response(text, str(record["answer"]), record["answer_type"]))
+    """The ``<answer>`` content scored against the gold (no answer tag scores 0.0); unlike the benchmark
+    scorer, math never looks at the think, so GRPO cannot be paid for a number the reasoning passed by."""
+    return float(answer_score(extract_answer(text), str(record["answer"]), record["answer_type"]))

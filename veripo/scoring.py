@@ -166,14 +166,16 @@ def _match_question_keys(located: list[tuple[str, dict, dict]], questions: list[
         candidates = available.get(_identity(question))
         if not candidates:
             raise InputError(where, "no unmatched question in the question file has this question_id, "
-                             "video_path and question", field="question")
+                             "video_path, question and processed_question", field="question")
         keys.append(candidates.popleft())
     return keys
 
 
-def _identity(question: dict) -> tuple[str, str, str]:
+def _identity(question: dict) -> tuple[str, str, str, str]:
+    # TOMATO repeats question_id, video and question with other options (and answers): the options
+    # in processed_question tell those records apart.
     raw = question["raw"]
-    return question["question_id"], raw["video_path"], raw["question"]
+    return question["question_id"], raw["video_path"], raw["question"], str(raw.get("processed_question", ""))
 
 
 def _check_against_questions(

@@ -88,7 +88,7 @@ def verify(rollout: dict, tokenizer, cfg: VerifierConfig, consistency: dict | No
     fmt = {"ok": rewards.is_well_formed(text)}
     rep = check_repetition(think_tokens, think, cfg)
     acc = check_accuracy(text, rollout["query"], cfg)
-    cons = consistency if consistency is not None else rule_judge(text)
+    cons = consistency if consistency is not None else rule_judge(text, rollout["query"]["answer_type"])
     clean = length["ok"] and fmt["ok"] and rep["ok"]
     reasons = length["reasons"] + rep["reasons"] + ([] if fmt["ok"] else ["malformed tags"])
     if cons["verdict"] != CONSISTENT:
@@ -108,7 +108,8 @@ def judge_question(record: dict) -> str:
 
 def verify_all(rollouts: list[dict], tokenizer, cfg: VerifierConfig, judge: Judge, progress=None) -> list[dict]:
     """Verdicts of all rollouts; the judge sees them all at once so an LLM judge can batch."""
-    judged = judge([r["completion"] for r in rollouts], [judge_question(r["query"]) for r in rollouts])
+    judged = judge([r["completion"] for r in rollouts], [judge_question(r["query"]) for r in rollouts],
+                   [r["query"]["answer_type"] for r in rollouts])
     rows = zip(rollouts, judged)
     if progress is not None:
         rows = progress(rows, total=len(rollouts), desc="verify")

@@ -46,8 +46,10 @@ def verdict_statistics(verdicts: list[dict]) -> dict:
     }
 
 
-def pair_statistics(pairs: list[dict], n_queries: int, queries_with_chosen: int | None = None) -> dict:
-    """Pair counts per kind and the mean think length (tokens) of chosen vs rejected, overall and per kind."""
+def pair_statistics(pairs: list[dict], n_queries: int, queries_with_chosen: int | None = None,
+                    dropped: dict | None = None) -> dict:
+    """Pair counts per kind, the candidates dropped (by reason) and the mean think length (tokens) of
+    chosen vs rejected, overall and per kind."""
     kinds = Counter({k: 0 for k in KINDS})
     kinds.update(p["kind"] for p in pairs)
 
@@ -59,6 +61,7 @@ def pair_statistics(pairs: list[dict], n_queries: int, queries_with_chosen: int 
         "pairs": len(pairs), "queries": n_queries, "queries_with_pairs": len({p["query_id"] for p in pairs}),
         "queries_with_chosen": queries_with_chosen,
         "by_kind": dict(kinds),
+        "dropped": {"same_tokens": 0, "reflection_not_well_formed": 0, **dict(dropped or {})},
         "mean_think_tokens": {**lengths(pairs), "by_kind": {k: lengths([p for p in pairs if p["kind"] == k])
                                                            for k in KINDS if kinds[k]}},
         "mean_chars": {"chosen": _mean([len(p["chosen"]) for p in pairs]),

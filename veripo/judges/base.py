@@ -1,4 +1,7 @@
-"""The judge interface: ``judge(texts, questions=None) -> [verdict dict]``, one verdict per rollout text.
+"""The judge interface: ``judge(texts, questions=None, answer_types=None) -> [verdict dict]``, one verdict
+per rollout text. ``questions`` and ``answer_types`` (``multiple_choice`` / ``numeric`` / ``math``), when
+given, run parallel to ``texts``; the rule judge needs the type to know which conclusions count, LLM judges
+read the question and ignore the type.
 
 A verdict dict holds ``verdict`` (CONSISTENT / INCONSISTENT / UNKNOWN / UNPARSABLE), ``judge`` (the
 backend and model) and, for LLM judges, ``raw`` (the reply, None when the LLM was not asked). A rollout
@@ -20,14 +23,25 @@ class JudgeError(RuntimeError):
 class Judge:
     name = "judge"
 
-    def judge(self, texts: list[str], questions: list[str] | None = None) -> list[dict]:
+    def judge(self, texts: list[str], questions: list[str] | None = None,
+              answer_types: list[str] | None = None) -> list[dict]:
         raise NotImplementedError
 
-    def __call__(self, texts, questions=None):
+    def __call__(self, texts, questions=None, answer_types=None):
         # A single string gives a single verdict: scripts/eval_score.py judges one response at a time.
         if isinstance(texts, str):
-            return self.judge([texts], None if questions is None else [questions])[0]
-        return self.judge(list(texts), questions)
+            return self.judge([texts], None if questions is None else [questions],
+                              None if answer_types is None else [answer_types])[0]
+        return self.judge(list(texts), questions, answer_types)
+
+
+def parallel(texts: list[str], column: list | None, name: str, missing=None) -> list:
+    """``column`` checked to hold one entry per text; ``missing`` for each text when it is not given."""
+    if column is None:
+        return [missing] * len(texts)
+    if len(column) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(column)} {name}")
+    return list(column)
 
 
 class LLMJudge(Judge):
@@ -46,10 +60,10 @@ class LLMJudge(Judge):
     def complete(self, prompts: list[str]) -> list[str]:
         raise NotImplementedError
 
-    def judge(self, texts: list[str], questions: list[str] | None = None) -> list[dict]:
-        questions = questions if questions is not None else [""] * len(texts)
-        if len(questions) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(questions)} questions")
+    def judge(self, texts: list[str], questions: list[str] | None = None,
+              answer_types: list[str] | None = None) -> list[dict]:
+        questions = parallel(texts, questions, "questions", missing="")
+        parallel(texts, answer_types, "answer types")  # the prompt carries the question, not the type
         out: list[dict | None] = [None] * len(texts)
         asked, prompts = [], []
         for i, (text, question) in enumerate(zip(texts, questions)):
