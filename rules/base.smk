@@ -7,10 +7,9 @@ if TINY:
             model=directory("base/init"),
             info="base/model.json",
         params:
-            py=PYTHON,
-            scripts=SCRIPTS,
-            spec=lambda wc: as_arg(config.get("tiny_model", {})),
-            prompts=lambda wc: as_arg(config["prompts"]),
+            cmd=python_script("base_build_tiny"),
+            spec=lambda wc: as_json(config.get("tiny_model", {})),
+            prompts=lambda wc: as_json(config["prompts"]),
         resources:
             **rule_resources("base_build_tiny"),
         log:
@@ -20,8 +19,8 @@ if TINY:
         conda:
             "../envs/train.yaml"
         shell:
-            "{params.py} {params.scripts}/base_build_tiny.py --spec {params.spec} --prompts {params.prompts} "
-            "--out {output.model} --info {output.info} 2> {log}"
+            "{params.cmd:q} --spec {params.spec:q} --prompts {params.prompts:q} "
+            "--out {output.model:q} --info {output.info:q} 2> {log:q}"
 
 
     rule base_warmup:
@@ -32,9 +31,8 @@ if TINY:
             model=directory("base/model"),
             metrics="base/warmup_metrics.jsonl",
         params:
-            py=PYTHON,
-            scripts=SCRIPTS,
-            cfg=lambda wc: as_arg(policy_args("warmup")),
+            cmd=python_script("base_warmup"),
+            cfg=lambda wc: as_json(policy_args("warmup")),
         threads: 2
         resources:
             **rule_resources("base_warmup"),
@@ -45,5 +43,5 @@ if TINY:
         conda:
             "../envs/train.yaml"
         shell:
-            "{params.py} {params.scripts}/base_warmup.py --model {input.model} --data {input.data} --config {params.cfg} "
-            "--out {output.model} --metrics {output.metrics} 2> {log}"
+            "{params.cmd:q} --model {input.model:q} --data {input.data:q} --config {params.cfg:q} "
+            "--out {output.model:q} --metrics {output.metrics:q} 2> {log:q}"

@@ -1,7 +1,6 @@
 # Config validation at parse time, wildcard constraints and the input functions that unroll the
 # iterations: iteration k reads iteration k-1's model and curriculum-filtered queries.
 import json
-import shlex
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -13,6 +12,11 @@ try:
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
+# Shell commands interpolate every value as {name:q} (shlex-quoted by Snakemake, element by element
+# for lists): paths come from the config and from wherever the checkout lies, and a space, a quote or
+# a `$(...)` in them must reach the script as one literal argument, never as shell syntax. Quoting
+# keeps the commands readable and log, benchmark and --sdm conda working as for any shell directive,
+# which running the scripts from Python (run/script directives) would not.
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
 # The interpreter running snakemake has the stack when installed with the README's command; under
 # --sdm conda each rule's env provides `python`.
@@ -26,9 +30,14 @@ wildcard_constraints:
     bench="|".join(BENCHMARKS),
 
 
-def as_arg(obj):
-    """A config section as one shell-quoted JSON argument."""
-    return shlex.quote(json.dumps(obj, sort_keys=True))
+def as_json(obj):
+    """A config section as one JSON argument (shell commands quote it with :q)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def python_script(name):
+    """argv prefix running scripts/<name>.py."""
+    return [PYTHON, os.path.join(SCRIPTS, f"{name}.py")]
 
 
 def base_model_path():
@@ -82,7 +91,7 @@ def policy_args(*sections):
 def grpo_args(wildcards):
     cfg = policy_args()
     cfg["grpo"] = grpo_stage(config, int(wildcards.iter))
-    return as_arg(cfg)
+    return as_json(cfg)
 
 
 def rule_resources(name):
@@ -119,9 +128,10 @@ def training_resources(name):
 
 
 def launcher(name):
+    """argv prefix running scripts/<name>.py under scripts/launch.py with rule ``name``'s processes."""
     r = rule_settings(config, name)
-    return (f"{PYTHON} {SCRIPTS}/launch.py --nodes {r['nodes']} --procs-per-node {r['procs_per_node']} "
-            f"--port {config['train']['master_port']} --mpi srun --")
+    return [*python_script("launch"), "--nodes", str(r["nodes"]), "--procs-per-node", str(r["procs_per_node"]),
+            "--port", str(config["train"]["master_port"]), "--mpi", "srun", "--", os.path.join(SCRIPTS, f"{name}.py")]
 
 
 # Evaluation: which checkpoint {ckpt}/{evaldir} names, and the benchmark's settings.

@@ -12,10 +12,9 @@ if SYN["enabled"]:
             train_activation=config["data"]["train_activation"],
             **SYN_BENCHMARKS,
         params:
-            py=PYTHON,
-            scripts=SCRIPTS,
-            spec=lambda wc: as_arg(SYN),
-            benchmarks=" ".join(f"--benchmark {name}={path}" for name, path in SYN_BENCHMARKS.items()),
+            cmd=python_script("data_synthetic"),
+            spec=lambda wc: as_json(SYN),
+            benchmarks=[arg for name, path in SYN_BENCHMARKS.items() for arg in ("--benchmark", f"{name}={path}")],
         resources:
             **rule_resources("data_synthetic"),
         log:
@@ -25,6 +24,6 @@ if SYN["enabled"]:
         conda:
             "../envs/cpu.yaml"
         shell:
-            "{params.py} {params.scripts}/data_synthetic.py --spec {params.spec} --warmup {output.warmup} "
-            "--train-video {output.train_video} --train-activation {output.train_activation} "
-            "{params.benchmarks} 2> {log}"
+            "{params.cmd:q} --spec {params.spec:q} --warmup {output.warmup:q} "
+            "--train-video {output.train_video:q} --train-activation {output.train_activation:q} "
+            "{params.benchmarks:q} 2> {log:q}"

@@ -14,9 +14,8 @@ checkpoint dpo_build_pairs:
         pairs="iter{iter}/dpo/pairs.jsonl",
         stats="iter{iter}/dpo/pair_stats.json",
     params:
-        py=PYTHON,
-        scripts=SCRIPTS,
-        cfg=lambda wc: as_arg(config["pairs"]),
+        cmd=python_script("dpo_build_pairs"),
+        cfg=lambda wc: as_json(config["pairs"]),
     resources:
         **rule_resources("dpo_build_pairs"),
     log:
@@ -26,8 +25,8 @@ checkpoint dpo_build_pairs:
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.py} {params.scripts}/dpo_build_pairs.py --rollouts {input.rollouts} --verdicts {input.verdicts} "
-        "--model {input.model} --config {params.cfg} --out {output.pairs} --stats {output.stats} 2> {log}"
+        "{params.cmd:q} --rollouts {input.rollouts:q} --verdicts {input.verdicts:q} "
+        "--model {input.model:q} --config {params.cfg:q} --out {output.pairs:q} --stats {output.stats:q} 2> {log:q}"
 
 
 # Only in the DAG when dpo_train_pairs() decides "skip": the empty pair set dpo_train then gets.
@@ -37,9 +36,8 @@ rule dpo_skip_pairs:
     output:
         "iter{iter}/dpo/pairs_skipped.jsonl",
     params:
-        msg=lambda wc, input: shlex.quote(
-            dpo_gate(int(wc.iter), json.load(open(input.stats))["pairs"], config["dpo"]["min_pairs"], "skip")["message"]
-        ),
+        msg=lambda wc, input: dpo_gate(int(wc.iter), json.load(open(input.stats))["pairs"], config["dpo"]["min_pairs"],
+                                       "skip")["message"],
     message:
         "Too few DPO pairs in iteration {wildcards.iter}: its DPO stage is skipped (dpo.on_too_few_pairs: skip)"
     resources:
@@ -51,7 +49,7 @@ rule dpo_skip_pairs:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "echo {params.msg} > {log} && : > {output}"
+        "printf '%s\\n' {params.msg:q} > {log:q} && : > {output:q}"
 
 
 rule dpo_train:
@@ -63,10 +61,9 @@ rule dpo_train:
         metrics="iter{iter}/dpo/metrics.jsonl",
         heldout="iter{iter}/dpo/heldout.json",
     params:
-        scripts=SCRIPTS,
-        cfg=lambda wc: as_arg(policy_args("dpo")),
+        cfg=lambda wc: as_json(policy_args("dpo")),
         ckpt="checkpoints/iter{iter}/dpo",
-        launch=launcher("dpo_train"),
+        cmd=launcher("dpo_train"),
     threads: 2
     resources:
         **training_resources("dpo_train"),
@@ -77,5 +74,6 @@ rule dpo_train:
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.launch} {params.scripts}/dpo_train.py --model {input.model} --pairs {input.pairs} --config {params.cfg} "
-        "--out-model {output.model} --out-metrics {output.metrics} --out-heldout {output.heldout} --checkpoint-dir {params.ckpt} 2> {log}"
+        "{params.cmd:q} --model {input.model:q} --pairs {input.pairs:q} --config {params.cfg:q} "
+        "--out-model {output.model:q} --out-metrics {output.metrics:q} --out-heldout {output.heldout:q} "
+        "--checkpoint-dir {params.ckpt:q} 2> {log:q}"

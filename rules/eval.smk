@@ -13,11 +13,10 @@ rule eval_generate:
         ckpt=r"base|iter\d+",
         evaldir=r"eval|eval_grpo",
     params:
-        py=PYTHON,
-        scripts=SCRIPTS,
+        cmd=python_script("eval_generate"),
         model=eval_model,
         video_root=lambda wc: bench_cfg(wc)["video_root"],
-        cfg=lambda wc: as_arg(job_settings(config, wc.bench)),
+        cfg=lambda wc: as_json(job_settings(config, wc.bench)),
     threads: 2
     resources:
         **rule_resources("eval_generate"),
@@ -28,9 +27,9 @@ rule eval_generate:
     conda:
         "../envs/eval.yaml"
     shell:
-        "{params.py} {params.scripts}/eval_generate.py --model {params.model} --benchmark {wildcards.bench} "
-        "--questions {input.questions} --video-root {params.video_root} --config {params.cfg} "
-        "--out {output.predictions} --run-info {output.run_info} 2> {log}"
+        "{params.cmd:q} --model {params.model:q} --benchmark {wildcards.bench:q} "
+        "--questions {input.questions:q} --video-root {params.video_root:q} --config {params.cfg:q} "
+        "--out {output.predictions:q} --run-info {output.run_info:q} 2> {log:q}"
 
 
 rule eval_score:
@@ -45,10 +44,9 @@ rule eval_score:
         ckpt=r"base|iter\d+",
         evaldir=r"eval|eval_grpo",
     params:
-        py=PYTHON,
-        scripts=SCRIPTS,
+        cmd=python_script("eval_score"),
         model=eval_model,
-        cfg=lambda wc: as_arg({"verifier": {"judge": config["verifier"]["judge"]}}),
+        cfg=lambda wc: as_json({"verifier": {"judge": config["verifier"]["judge"]}}),
     resources:
         **rule_resources("eval_score"),
     log:
@@ -58,6 +56,6 @@ rule eval_score:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{params.py} {params.scripts}/eval_score.py --benchmark {wildcards.bench} --predictions {input.predictions} "
-        "--run-info {input.run_info} --questions {input.questions} --model {params.model} "
-        "--config {params.cfg} --out {output} 2> {log}"
+        "{params.cmd:q} --benchmark {wildcards.bench:q} --predictions {input.predictions:q} "
+        "--run-info {input.run_info:q} --questions {input.questions:q} --model {params.model:q} "
+        "--config {params.cfg:q} --out {output:q} 2> {log:q}"

@@ -11,12 +11,11 @@ rule grpo_train:
         rollouts="iter{iter}/grpo/rollouts.jsonl",
         metrics="iter{iter}/grpo/metrics.jsonl",
     params:
-        scripts=SCRIPTS,
         start=grpo_start_model,
         cfg=grpo_args,
         stage=lambda wc: "activation" if int(wc.iter) == 0 else "video",
         ckpt="checkpoints/iter{iter}/grpo",
-        launch=launcher("grpo_train"),
+        cmd=launcher("grpo_train"),
     threads: 2
     resources:
         **training_resources("grpo_train"),
@@ -27,9 +26,10 @@ rule grpo_train:
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.launch} {params.scripts}/grpo_train.py --model {params.start} --data {input.data} --config {params.cfg} "
-        "--iteration {wildcards.iter} --stage {params.stage} --out-model {output.model} "
-        "--out-rollouts {output.rollouts} --out-metrics {output.metrics} --checkpoint-dir {params.ckpt} 2> {log}"
+        "{params.cmd:q} --model {params.start:q} --data {input.data:q} --config {params.cfg:q} "
+        "--iteration {wildcards.iter:q} --stage {params.stage:q} --out-model {output.model:q} "
+        "--out-rollouts {output.rollouts:q} --out-metrics {output.metrics:q} "
+        "--checkpoint-dir {params.ckpt:q} 2> {log:q}"
 
 
 rule curriculum_filter:
@@ -39,9 +39,8 @@ rule curriculum_filter:
     output:
         "iter{iter}/data/train_video.jsonl",
     params:
-        py=PYTHON,
-        scripts=SCRIPTS,
-        cfg=lambda wc: as_arg(config["curriculum"]),
+        cmd=python_script("curriculum_filter"),
+        cfg=lambda wc: as_json(config["curriculum"]),
     resources:
         **rule_resources("curriculum_filter"),
     log:
@@ -51,5 +50,5 @@ rule curriculum_filter:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{params.py} {params.scripts}/curriculum_filter.py --data {input.data} --rollouts {input.rollouts} "
-        "--config {params.cfg} --out {output} 2> {log}"
+        "{params.cmd:q} --data {input.data:q} --rollouts {input.rollouts:q} "
+        "--config {params.cfg:q} --out {output:q} 2> {log:q}"

@@ -9,10 +9,9 @@ rule verifier_sample:
     output:
         "iter{iter}/verifier/rollouts.jsonl",
     params:
-        py=PYTHON,
-        scripts=SCRIPTS,
-        cfg=lambda wc: as_arg({**policy_args(), "grpo": grpo_stage(config, int(wc.iter)),
-                               "rollouts": config["verifier"]["rollouts"]}),
+        cmd=python_script("verifier_sample"),
+        cfg=lambda wc: as_json({**policy_args(), "grpo": grpo_stage(config, int(wc.iter)),
+                                "rollouts": config["verifier"]["rollouts"]}),
     resources:
         **rule_resources("verifier_sample"),
     log:
@@ -22,8 +21,8 @@ rule verifier_sample:
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.py} {params.scripts}/verifier_sample.py --model {input.model} --data {input.data} --config {params.cfg} "
-        "--iteration {wildcards.iter} --out {output} 2> {log}"
+        "{params.cmd:q} --model {input.model:q} --data {input.data:q} --config {params.cfg:q} "
+        "--iteration {wildcards.iter:q} --out {output:q} 2> {log:q}"
 
 
 rule verifier_judge:
@@ -34,9 +33,8 @@ rule verifier_judge:
         verdicts="iter{iter}/verifier/verdicts.jsonl",
         stats="iter{iter}/verifier/stats.json",
     params:
-        py=PYTHON,
-        scripts=SCRIPTS,
-        cfg=lambda wc: as_arg(config["verifier"]),
+        cmd=python_script("verifier_judge"),
+        cfg=lambda wc: as_json(config["verifier"]),
     resources:
         **rule_resources("verifier_judge"),
     log:
@@ -46,5 +44,5 @@ rule verifier_judge:
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.py} {params.scripts}/verifier_judge.py --rollouts {input.rollouts} --model {input.model} "
-        "--config {params.cfg} --out {output.verdicts} --stats {output.stats} 2> {log}"
+        "{params.cmd:q} --rollouts {input.rollouts:q} --model {input.model:q} "
+        "--config {params.cfg:q} --out {output.verdicts:q} --stats {output.stats:q} 2> {log:q}"

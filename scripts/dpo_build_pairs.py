@@ -17,12 +17,13 @@ def main(rollouts, verdicts, model_path, cfg, out, stats_out):
     setup_logging()
     from transformers import AutoTokenizer
 
-    from veripo.jsonio import read_jsonl, write_json, write_jsonl
+    from veripo.jsonio import read_jsonl, require_types, write_json, write_jsonl
     from veripo.pairs import build_all_pairs, is_chosen, join_verdicts
     from veripo.rollouts import check_completion_ids
     from veripo.verifier_stats import pair_statistics
 
     rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "completion", "completion_ids", "query"))
+    require_types(rows, {"completion": str, "query": dict}, rollouts)
     check_completion_ids(rows, rollouts)
     groups = join_verdicts(rows, read_jsonl(verdicts, required=("rollout_id", "query_id", "checks", "clean")),
                            rollouts, verdicts)

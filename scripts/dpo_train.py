@@ -23,7 +23,7 @@ def main(model_path, pairs_path, cfg, out_model, out_metrics, out_heldout, check
     from veripo import distributed, dpo, policy
     from veripo.errors import InputError
     from veripo.jsonio import read_jsonl, unique_index, write_json, write_jsonl
-    from veripo.training import StepCheckpointer, save_checkpoint
+    from veripo.training import StepCheckpointer, run_fingerprint, save_checkpoint
 
     dcfg, t = cfg["dpo"], cfg["train"]
     d = distributed.init(t["engine"])
@@ -43,7 +43,8 @@ def main(model_path, pairs_path, cfg, out_model, out_metrics, out_heldout, check
             raise InputError(pairs_path, "chosen and rejected are the same tokens", line=p["_line"], field="chosen_ids")
     model, processor = policy.load_policy(model_path, cfg["dtype"], cfg.get("attn_implementation"))
     policy.configure_processor(processor, cfg["media"])
-    ckpt = StepCheckpointer(checkpoint_dir)
+    ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint({"--model": model_path, "--pairs": pairs_path},
+                                                            {**cfg, "world_size": d.world}))
     fields = dpo.DPOConfig.__dataclass_fields__
     conf = dpo.DPOConfig(**{k: v for k, v in dcfg.items() if k in fields})
     train, heldout = dpo.split_heldout(pairs, conf.heldout_fraction, conf.seed)

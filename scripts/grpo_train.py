@@ -25,28 +25,29 @@ def main(model_path, data, cfg, iteration, stage, out_model, out_rollouts, out_m
     setup_logging()
     import torch
 
-    from veripo import distributed, grpo, policy, queries
+    from veripo import distributed, grpo, media_check, policy, queries
     from veripo.jsonio import iter_jsonl, read_jsonl, unique_index, write_jsonl
-    from veripo.training import StepCheckpointer, save_checkpoint
+    from veripo.training import StepCheckpointer, run_fingerprint, save_checkpoint
 
     g, t = cfg["grpo"], cfg["train"]
     d = distributed.init(t["engine"])
     distributed.announce(d)
     torch.manual_seed(g["seed"])
     records = queries.load_queries(data)
+    # every video decoded as training will, before the first round rather than when a round reaches it
+    media_check.check_training_media(records, cfg["media"])
     model, processor = policy.load_policy(model_path, cfg["dtype"], cfg.get("attn_implementation"))
     policy.configure_processor(processor, cfg["media"])
     gcfg = grpo.GRPOConfig(**{k: v for k, v in g.items() if k in grpo.GRPOConfig.__dataclass_fields__})
-    ckpt = StepCheckpointer(checkpoint_dir)
-    # Rollouts of rounds before the newest step checkpoint are kept; later ones are redone after a
-    # resume, so the partial log is cut back to that round.
     partial = os.path.join(checkpoint_dir, "rollouts.partial.jsonl")
+    # The rollout log is part of the resumed state: the checkpointer cuts it back to the newest usable
+    # step checkpoint (empty when starting over), and refuses one written from other data or settings.
+    ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint({"--model": model_path, "--data": data},
+                                                            {**cfg, "iteration": iteration, "stage": stage,
+                                                             "world_size": d.world}), journal=partial)
+    resume_round = ckpt.latest_round(d)
     fh = None
     if d.main:
-        resume_round = ckpt.latest_round()
-        kept = [r for r in iter_jsonl(partial) if r["round"] < resume_round] if resume_round and os.path.exists(partial) else []
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        write_jsonl(partial, kept)
         if resume_round:
             click.echo(f"resuming from step checkpoint at round {resume_round}", err=True)
         fh = open(partial, "a", encoding="utf-8")

@@ -19,11 +19,12 @@ def main(rollouts, model_path, cfg, out, stats_out):
     from transformers import AutoTokenizer
 
     from veripo import verifier
-    from veripo.jsonio import read_jsonl, unique_index, write_json, write_jsonl
+    from veripo.jsonio import read_jsonl, require_types, unique_index, write_json, write_jsonl
     from veripo.verifier_stats import verdict_statistics
 
     rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "completion", "query", "iteration"))
     unique_index(rows, "rollout_id", rollouts)
+    require_types(rows, {"completion": str, "query": dict}, rollouts)
     tok = AutoTokenizer.from_pretrained(model_path)
     judge = verifier.get_judge(cfg["judge"])
     logging.getLogger("verifier").info("judge %s on %d rollouts", judge.name, len(rows))

@@ -1,15 +1,18 @@
 """Missing or unreadable media stop a benchmark run before any generation, naming the question file;
-with skip_missing_videos those questions are skipped and the score says how many."""
+with skip_missing_videos those questions are skipped and the score says how many. The check decodes
+what generation will, so a video cut short is caught too, not only one that fails to open."""
 import json
 import re
 import shutil
 import subprocess
 import sys
 
+import av
 import pytest
 
 from conftest import ROOT
-from veripo import eval_backends, eval_job, jsonio, media_check, synthetic_benchmarks
+from test_video import truncated_video
+from veripo import eval_backends, eval_job, jsonio, media_check, synthetic_benchmarks, video
 from veripo.benchmarks import load_benchmark
 from veripo.eval_backends import Generation
 from veripo.eval_report import score_report
@@ -62,6 +65,7 @@ def test_probe_video_tells_missing_unreadable_and_good(tomato, tmp_path):
     path, root, records = tomato
     good = str(root / records[2]["video_path"])
     assert media_check.probe_video(good) is None
+    assert media_check.probe_video(good, SETTINGS["media"]) is None
     assert media_check.probe_video(str(tmp_path / "nope.mp4")) == "missing"
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     assert media_check.probe_video(str(tmp_path / "bad.mp4")).startswith("unreadable")
@@ -138,3 +142,34 @@ def test_inline_image_that_does_not_decode_is_a_problem(tmp_path):
     assert [(p.key, p.path) for p in problems] == [(records[2]["question_id"], "<inline image>")]
     shutil.rmtree(root / "VideoMMMU")
     assert len(media_check.find_media_problems(load_benchmark("video_mmmu", root / "q.json"), str(root))) == 4
+
+
+def test_video_cut_at_80_percent_is_caught_before_generation(tomato, tmp_path, monkeypatch):
+    """Its start decodes (the old first-frame probe passed it, and generation then died on it midway);
+    decoding as generation does fails, so it stops the job up front or, with skip_missing_videos, is
+    skipped and counted."""
+    path, root, records = tomato
+    cut = root / records[2]["video_path"]
+    truncated_video(cut)
+    with av.open(str(cut)) as container:
+        next(container.decode(video=0))
+    with pytest.raises(InputError, match="unreadable video"):
+        video.decode_video(str(cut), *video.sampling(SETTINGS["media"]))  # what eval_inputs.prepare does
+    questions = load_benchmark("tomato", path)
+    with pytest.raises(InputError, match=rf"1 of 6 questions .*{re.escape(str(cut))} \(unreadable: "):
+        media_check.screen_questions(questions, str(root), str(path), "tomato", False, SETTINGS["media"])
+
+    backend = EchoBackend()
+    monkeypatch.setattr(eval_backends, "load_backend", lambda *a: backend)
+    out, run = tmp_path / "preds.jsonl", tmp_path / "run.json"
+    with pytest.raises(InputError, match=re.escape(str(cut))):
+        eval_job.run_generation("ckpt", "tomato", str(path), str(root), SETTINGS, str(out), str(run))
+    assert backend.seen == [] and not out.exists()
+    info = eval_job.run_generation("ckpt", "tomato", str(path), str(root), dict(SETTINGS, skip_missing_videos=True),
+                                   str(out), str(run))
+    cut_key = questions[2]["key"]
+    assert info["skipped"] == 1 and info["skipped_questions"][0]["key"] == cut_key
+    assert info["skipped_questions"][0]["reason"].startswith("unreadable: ")
+    assert cut_key not in backend.seen and len(backend.seen) == 5
+    score = score_report("tomato", str(out), str(path), info, "ckpt", {"backend": "rule"})
+    assert score["skipped"] == 1 and score["skipped_keys"] == [cut_key] and score["n"] == 5

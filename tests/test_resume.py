@@ -103,3 +103,211 @@ def test_killed_workflow_reruns_only_the_unfinished_job(tmp_path, default_config
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
     assert "resuming from step checkpoint at round" in (tmp_path / "logs/grpo_train/iter1.log").read_text()
     assert (tmp_path / "iter1/eval/vsi_bench.json").exists()
+
+
+# Step checkpoints that cannot mix runs: a fingerprint of the inputs and settings, a manifest of
+# digests, tensors-only loading.
+
+def one_rank():
+    from veripo import distributed
+
+    return distributed.Dist(0, 1, 0)
+
+
+def dpo_settings(**changes):
+    from dataclasses import asdict
+
+    from veripo import dpo
+
+    cfg = dpo.DPOConfig(beta=0.1, lr=1e-3, global_batch=1, epochs=3, nll_coef=0.0, grad_clip=1.0,
+                        freeze_vision=True, weight_decay=0.0, seed=0, checkpoint_every=2)
+    return {"dpo": dict(asdict(cfg), **changes), "world_size": 1}
+
+
+def saved_checkpointer(tmp_path, tiny_policy, inputs, settings, rounds=(2,), journal=None):
+    """A checkpointer that has saved the tiny model's state at each of ``rounds``."""
+    import torch
+
+    from veripo.engine import TrainEngine
+    from veripo.training import StepCheckpointer, run_fingerprint
+
+    ckpt = StepCheckpointer(tmp_path / "ckpt", run_fingerprint(inputs, settings), journal=journal)
+    engine = TrainEngine(tiny_policy[0], 1e-3, 0.0, 1.0, "torch")
+    for r in rounds:
+        ckpt.save(engine, torch.Generator().manual_seed(r), {"round": r, "metrics": []}, one_rank())
+    return ckpt
+
+
+def reopened(tmp_path, inputs, settings, journal=None):
+    from veripo.training import StepCheckpointer, run_fingerprint
+
+    return StepCheckpointer(tmp_path / "ckpt", run_fingerprint(inputs, settings), journal=journal)
+
+
+def test_resume_with_changed_data_is_refused_naming_the_file(tmp_path, tiny_dir, tiny_policy):
+    from veripo.errors import InputError
+
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"id": "a", "answer": "A"}\n')
+    inputs = {"--model": tiny_dir, "--data": str(data)}
+    saved_checkpointer(tmp_path, tiny_policy, inputs, dpo_settings())
+    os.utime(data, ns=(1, 1))  # touched, same bytes: the same data
+    assert reopened(tmp_path, inputs, dpo_settings()).latest_round(one_rank()) == 2
+
+    data.write_text('{"id": "a", "answer": "B"}\n')  # same size, other answer
+    with pytest.raises(InputError) as err:
+        reopened(tmp_path, inputs, dpo_settings()).latest_round(one_rank())
+    msg = str(err.value)
+    assert f"input --data {data}" in msg and "--model" not in msg and "settings" not in msg
+    assert f"delete {tmp_path / 'ckpt'} to start over" in msg and "\n" not in msg
+    assert (tmp_path / "ckpt/step-000002/COMPLETE").exists()  # a refusal touches nothing
+
+
+def test_resume_with_changed_dpo_lr_is_refused_naming_lr(tmp_path, tiny_dir, tiny_policy):
+    from veripo.errors import InputError
+
+    inputs = {"--model": tiny_dir}
+    saved_checkpointer(tmp_path, tiny_policy, inputs, dpo_settings())
+    with pytest.raises(InputError, match=r"\(settings dpo.lr changed\)"):
+        reopened(tmp_path, inputs, dpo_settings(lr=2e-3)).latest_round(one_rank())
+    with pytest.raises(InputError, match=r"\(settings dpo.beta, dpo.global_batch changed\)"):
+        reopened(tmp_path, inputs, dpo_settings(beta=0.2, global_batch=2)).latest_round(one_rank())
+    # how often state is saved does not change the trajectory
+    assert reopened(tmp_path, inputs, dpo_settings(checkpoint_every=3)).latest_round(one_rank()) == 2
+
+
+def dpo_job(tiny_dir, media, templates, pairs, root, inputs):
+    """train_dpo as the script runs it, with step checkpoints at steps 2 and 4 of 6."""
+    from veripo import dpo, policy
+    from veripo.training import StepCheckpointer, run_fingerprint
+
+    model, processor = policy.load_policy(tiny_dir)
+    policy.configure_processor(processor, media)
+    settings = dpo_settings()
+    cfg = dpo.DPOConfig(**settings["dpo"])
+    ckpt = StepCheckpointer(root, run_fingerprint(inputs, settings))
+    engine, metrics, _ = dpo.train_dpo(model, processor, pairs, cfg, templates, media, checkpointer=ckpt)
+    return engine.module.state_dict(), metrics
+
+
+def some_pairs(processor, video_set):
+    from veripo import policy
+
+    pairs = []
+    for i, rec in enumerate(video_set[:2]):
+        rec = {k: v for k, v in rec.items() if not k.startswith("_")}
+        p = {"pair_id": f"p{i}", "query_id": rec["id"], "query": rec,
+             "chosen": f"<think>It is {rec['answer_text']}.</think><answer>${rec['answer']}$</answer>",
+             "rejected": "<think>It is.</think><answer>$Z$</answer>"}
+        p["chosen_ids"], p["rejected_ids"] = (policy.encode_completion(processor, p[s]).tolist()
+                                              for s in ("chosen", "rejected"))
+        pairs.append(p)
+    return pairs
+
+
+@pytest.mark.parametrize("name", ["engine.pt", "rng-rank0.pt", "loop.json"])
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_dir, tiny_policy, video_set,
+                                                                    media, templates, caplog, name):
+    pairs = some_pairs(tiny_policy[1], video_set)
+    root, inputs = tmp_path / "ckpt", {"--model": tiny_dir}
+    full, full_metrics = dpo_job(tiny_dir, media, templates, pairs, root, inputs)  # leaves steps 2 and 4
+    broken = root / "step-000004" / name
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+
+    resumed, metrics = dpo_job(tiny_dir, media, templates, pairs, root, inputs)
+    assert f"{broken} does not match the sha256 recorded when it was saved" in caplog.text
+    assert f"resuming from the previous step checkpoint, {root / 'step-000002'}" in caplog.text
+    assert (root / "broken-step-000004" / name).exists()  # set aside, not resumed from again
+    assert [m["step"] for m in metrics] == list(range(6)) and metrics[:2] == full_metrics[:2]
+    assert max(float((full[k] - resumed[k]).abs().max()) for k in full) == 0.0
+
+
+class Planted:
+    """Unpickling this creates ``marker``: what a planted checkpoint file could do instead."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def plant(path, marker):
+    import torch
+
+    torch.save({"generator": Planted(marker), "torch_rng": Planted(marker)}, path)
+
+
+def test_planted_pickle_in_a_checkpoint_is_not_run(tmp_path, tiny_dir, tiny_policy, caplog):
+    import hashlib
+    import json as json_
+
+    import torch
+
+    from veripo.engine import TrainEngine
+    from veripo.errors import InputError
+
+    inputs, marker = {"--model": tiny_dir}, tmp_path / "ran"
+    saved_checkpointer(tmp_path, tiny_policy, inputs, dpo_settings(), rounds=(2, 4))
+    engine = TrainEngine(tiny_policy[0], 1e-3, 0.0, 1.0, "torch")
+
+    # planted after the save: the digest no longer matches, so it is never opened
+    plant(tmp_path / "ckpt/step-000004/rng-rank0.pt", marker)
+    state = reopened(tmp_path, inputs, dpo_settings()).restore(engine, torch.Generator(), {"round": 0}, one_rank())
+    assert state["round"] == 2 and not marker.exists()
+    assert "step-000004/rng-rank0.pt does not match the sha256" in caplog.text
+
+    # planted with a matching digest: loading is tensors-only, so it is refused, and not run
+    step = tmp_path / "ckpt/step-000002"
+    plant(step / "rng-rank0.pt", marker)
+    manifest = json_.loads((step / "manifest.json").read_text())
+    manifest["files"]["rng-rank0.pt"] = hashlib.sha256((step / "rng-rank0.pt").read_bytes()).hexdigest()
+    (step / "manifest.json").write_text(json_.dumps(manifest))
+    with pytest.raises(InputError, match="refused to load: holds more than tensors") as err:
+        reopened(tmp_path, inputs, dpo_settings()).restore(engine, torch.Generator(), {"round": 0}, one_rank())
+    assert str(err.value).startswith(f"{step / 'rng-rank0.pt'}: ") and not marker.exists()
+
+
+def test_rollout_log_is_cut_back_to_the_checkpoint_or_emptied_when_it_changed(tmp_path, tiny_dir, tiny_policy,
+                                                                              caplog):
+    inputs, log = {"--model": tiny_dir}, tmp_path / "ckpt" / "rollouts.partial.jsonl"
+    log.parent.mkdir()
+    log.write_text('{"round": 0}\n{"round": 1}\n')
+    saved_checkpointer(tmp_path, tiny_policy, inputs, dpo_settings(), rounds=(2,), journal=log)
+    with open(log, "a") as fh:
+        fh.write('{"round": 2}\n{"round": 3, "cut')  # logged after the checkpoint, then killed mid-line
+    assert reopened(tmp_path, inputs, dpo_settings(), journal=log).latest_round(one_rank()) == 2
+    assert log.read_text() == '{"round": 0}\n{"round": 1}\n'
+
+    log.write_text('{"round": 0, "other": "run"}\n{"round": 1}\n')  # not what the checkpoint saw
+    assert reopened(tmp_path, inputs, dpo_settings(), journal=log).latest_round(one_rank()) == 0
+    assert f"{log} no longer starts with the rollouts logged up to this checkpoint" in caplog.text
+    assert "starting over" in caplog.text and log.read_text() == ""
+
+
+def test_killed_dpo_rerun_with_another_lr_is_refused(tmp_path, tiny_dir, tiny_policy, video_set, default_config):
+    from veripo import jsonio
+
+    pairs = tmp_path / "pairs.jsonl"
+    jsonio.write_jsonl(pairs, some_pairs(tiny_policy[1], video_set))
+    dpo_cfg = dict(default_config["dpo"], global_batch=1, epochs=200, checkpoint_every=1, heldout_fraction=0.0)
+    cfg = {"dtype": "float32", "attn_implementation": None, "prompts": default_config["prompts"],
+           "media": default_config["media"], "train": dict(default_config["train"], engine="torch"), "dpo": dpo_cfg}
+
+    def cmd(cfg):
+        return [sys.executable, str(ROOT / "scripts" / "dpo_train.py"), "--model", tiny_dir, "--pairs", str(pairs),
+                "--config", json.dumps(cfg), "--out-model", str(tmp_path / "model"), "--out-metrics",
+                str(tmp_path / "metrics.jsonl"), "--out-heldout", str(tmp_path / "heldout.json"),
+                "--checkpoint-dir", str(tmp_path / "ckpt")]
+
+    proc = subprocess.Popen(cmd(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: list((tmp_path / "ckpt").glob("step-*/COMPLETE")), 300, "a step checkpoint", proc)
+    finally:
+        kill_group(proc)
+    rerun = subprocess.run(cmd(dict(cfg, dpo=dict(dpo_cfg, lr=dpo_cfg["lr"] * 2))), capture_output=True, text=True)
+    assert rerun.returncode == 2, rerun.stderr[-3000:]
+    last = rerun.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'ckpt'}/step-") and "(settings dpo.lr changed)" in last, last
+    assert f"delete {tmp_path / 'ckpt'} to start over" in last and "Traceback" not in rerun.stderr
+    assert not (tmp_path / "model").exists()

@@ -8,7 +8,9 @@ import sys
 
 import click
 
+from veripo.config import ConfigError
 from veripo.errors import InputError
+from veripo.judges.base import JudgeError
 
 
 class JsonParam(click.ParamType):
@@ -43,15 +45,17 @@ def progress(*args, **kwargs):
 
 
 def main_guard(fn):
-    """Bad input exits with a one-line message naming file/line/field instead of a traceback."""
+    """Bad input, a bad config value or a judge that cannot run exits with status 2 and a one-line
+    message (file/line/field, config key, or the judge's complaint) instead of a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         _maybe_fail_once()
         try:
             return fn(*args, **kwargs)
-        except InputError as exc:
-            click.echo(f"error: {exc}", err=True)
+        except (InputError, ConfigError, JudgeError) as exc:
+            # ConfigError lists several keys on indented lines; a rule's log keeps one line per error.
+            click.echo("error: " + " ".join(part.strip() for part in str(exc).splitlines()), err=True)
             sys.exit(2)
 
     return wrapper

@@ -1,11 +1,16 @@
 """Config validation (JSON Schema + cross-field rules) and per-stage hyper-parameter lookup."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+# veripo/tiny.py builds the tiny vision tower with this many attention heads.
+TINY_VISION_HEADS = 2
 
 
 class ConfigError(ValueError):
@@ -16,20 +21,63 @@ def _where(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
-    """Raise ConfigError naming the offending key; returns the config unchanged."""
+def _is_integer(_checker, value) -> bool:
+    # jsonschema counts 2.0 as an integer; an iteration count of 2.0 names targets iter2.0/...
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(_checker, value) -> bool:
+    # NaN passes every minimum/maximum comparison, and YAML's .inf or JSON's 1e400 (inf) would be
+    # taken as a real learning rate or timeout.
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _validator(schema: dict):
     import jsonschema
 
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number})
+    return jsonschema.validators.extend(base, type_checker=checker)(schema)
+
+
+def _message(error) -> str:
+    value, types = error.instance, error.validator_value
+    if error.validator == "type" and isinstance(value, float):
+        types = [types] if isinstance(types, str) else types
+        if not math.isfinite(value) and "number" in types:
+            return f"expected a finite number, got {value}"
+        if value.is_integer() and "integer" in types:
+            return f"expected an integer, got {value} (write {int(value)})"
+    return error.message
+
+
+def check_tiny_model(spec: dict) -> None:
+    """ConfigError naming the ``tiny_model`` key whose attention heads cannot be built."""
+    hidden, heads, kv_heads = spec["hidden_size"], spec["num_heads"], spec["num_kv_heads"]
+    if hidden % heads:
+        raise ConfigError(f"config key 'tiny_model.num_heads': {heads} heads do not divide "
+                          f"tiny_model.hidden_size {hidden}")
+    if (hidden // heads) % 2:
+        raise ConfigError(f"config key 'tiny_model.num_heads': {heads} heads of {hidden // heads} dimensions; "
+                          f"rotary embeddings need an even head size (hidden_size / num_heads)")
+    if heads % kv_heads:
+        raise ConfigError(f"config key 'tiny_model.num_kv_heads': {kv_heads} key/value heads do not divide "
+                          f"tiny_model.num_heads {heads}")
+    # The vision tower's 2-D rotary embedding splits each head in height and width halves of even size.
+    multiple = 4 * TINY_VISION_HEADS
+    if spec["vision_hidden_size"] % multiple:
+        raise ConfigError(f"config key 'tiny_model.vision_hidden_size': {spec['vision_hidden_size']} is not a "
+                          f"multiple of {multiple} ({TINY_VISION_HEADS} vision heads, each a multiple of 4 wide)")
+
+
+def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
+    """Raise ConfigError naming the offending key; returns the config unchanged."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        lines = []
-        for e in errors[:10]:
-            if e.validator == "additionalProperties":
-                lines.append(f"config key '{_where(e.absolute_path)}': {e.message}")
-            else:
-                lines.append(f"config key '{_where(e.absolute_path)}': {e.message}")
+        lines = [f"config key '{_where(e.absolute_path)}': {_message(e)}" for e in errors[:10]]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     v = config["verifier"]
     if v["numeric_wrong"] >= v["numeric_right"]:
@@ -50,6 +98,8 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
             if any(st["rollout_batch"] % world for st in stages):
                 raise ConfigError(f"config key 'grpo.*.rollout_batch' must be divisible by the {world} training "
                                   f"processes of 'resources.grpo_train'")
+    if "tiny_model" in config:
+        check_tiny_model(config["tiny_model"])
     if config["base_model"] == "tiny":
         for key in ("tiny_model", "warmup"):
             if key not in config:

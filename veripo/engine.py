@@ -94,7 +94,7 @@ class TrainEngine:
 
     def load_state(self, directory: Path) -> None:
         if self.ds is None:
-            blob = torch.load(directory / "engine.pt", weights_only=False)
+            blob = torch.load(directory / "engine.pt", weights_only=True)
             self.module.load_state_dict(blob["model"])
             self.optimizer.load_state_dict(blob["optimizer"])
         else:

@@ -40,8 +40,8 @@ def prepare(processor, question: dict, video_root: str, media: dict, templates: 
     """Decode the question's video at the benchmark's media settings and render its chat prompt."""
     source = f"question {question['key']}"
     text = processor.apply_chat_template(messages(question, templates), tokenize=False, add_generation_prompt=True)
-    clip = video.decode_video(os.path.join(video_root, question["video_path"]), media["fps"],
-                              media.get("min_frames", 2), media["max_frames"], source=source)
+    clip = video.decode_video(os.path.join(video_root, question["video_path"]), *video.sampling(media),
+                              source=source)
     image = question["raw"].get("image")
     return EvalInput(question["key"], text, clip, decode_inline_image(image, source) if image else None)
 

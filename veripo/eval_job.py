@@ -23,7 +23,7 @@ def run_generation(model_path: str, benchmark: str, questions: str, video_root: 
     media stop the job before any generation unless ``settings["skip_missing_videos"]``."""
     qs = load_benchmark(benchmark, questions)
     todo, problems = media_check.screen_questions(qs, video_root, questions, benchmark,
-                                                  settings["skip_missing_videos"])
+                                                  settings["skip_missing_videos"], settings["media"])
     skipped: dict[str, dict] = {}
     for p in problems:
         skipped.setdefault(p.key, {"key": p.key, "path": p.path, "reason": p.reason})

@@ -21,8 +21,10 @@ def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterato
     required = tuple(required)
     if not os.path.exists(path):
         raise InputError(path, "file does not exist")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    # Read bytes and decode line by line, so bad UTF-8 is reported with its line.
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = _decode(raw, path, lineno)
             if not line.strip():
                 continue
             try:
@@ -36,6 +38,33 @@ def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterato
                     raise InputError(path, "missing required field", line=lineno, field=key)
             rec["_line"] = lineno
             yield rec
+
+
+def _decode(raw: bytes, path: object, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})",
+                         line=lineno) from None
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
+               dict: "an object", type(None): "null"}
+
+
+def require_types(rows: Iterable[dict], types: dict[str, type | tuple[type, ...]], path: object) -> None:
+    """Every row holds each field of ``types`` with a value of that type (a bool is no int or float);
+    otherwise an InputError naming the file, the row's line and the field."""
+    for row in rows:
+        for key, expected in types.items():
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            if key not in row:
+                raise InputError(path, "missing required field", line=row.get("_line"), field=key)
+            value = row[key]
+            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+                wanted = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in expected)
+                got = _TYPE_NAMES.get(type(value), type(value).__name__)
+                raise InputError(path, f"expected {wanted}, got {got}", line=row.get("_line"), field=key)
 
 
 def unique_index(rows: list[dict], key: str, path: object) -> dict:
@@ -89,8 +118,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     if not os.path.exists(path):
         raise InputError(path, "file does not exist")
-    with open(path, encoding="utf-8") as fh:
-        try:
-            return json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"malformed JSON ({exc.msg})", line=exc.lineno) from None
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not valid UTF-8 (byte {data[exc.start]:#04x})",
+                         line=data.count(b"\n", 0, exc.start) + 1) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"malformed JSON ({exc.msg})", line=exc.lineno) from None

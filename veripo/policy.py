@@ -39,14 +39,37 @@ class EncodedPrompt:
 
 
 def load_policy(path: str, dtype: str = "float32", attn_implementation: str | None = None):
+    """Model and processor of the checkpoint at ``path``; a checkpoint that cannot be read is an
+    InputError naming the file (a truncated safetensors shard, a missing or malformed config)."""
+    from safetensors import SafetensorError, safe_open
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from veripo.errors import InputError
 
     kw = {"dtype": getattr(torch, dtype)}
     if attn_implementation:
         kw["attn_implementation"] = attn_implementation
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kw)
-    processor = AutoProcessor.from_pretrained(path)
+    try:
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kw)
+        processor = AutoProcessor.from_pretrained(path)
+    except SafetensorError as exc:
+        # The error names no file; find the shard that does not open (header and size checks only).
+        names = os.listdir(path) if os.path.isdir(path) else []
+        shards = sorted(os.path.join(path, f) for f in names if f.endswith(".safetensors"))
+        for shard in shards:
+            try:
+                with safe_open(shard, framework="pt"):
+                    pass
+            except SafetensorError as shard_exc:
+                raise InputError(shard, f"unreadable safetensors checkpoint: {_first_line(shard_exc)}") from None
+        raise InputError(path, f"unreadable safetensors checkpoint: {_first_line(exc)}") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot load the checkpoint: {_first_line(exc)}") from None
     return model, processor
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def configure_processor(processor, media_cfg: dict) -> None:

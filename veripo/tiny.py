@@ -16,6 +16,8 @@ _tv_apply()
 
 import torch  # noqa: E402
 
+from veripo.config import TINY_VISION_HEADS, check_tiny_model  # noqa: E402
+
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
@@ -90,6 +92,7 @@ def build_tiny_qwen25vl(out_dir: str, spec: dict, corpus_extra: Iterable[str] = 
     from transformers import (GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
                               Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
+    check_tiny_model(spec)
     tok = build_tokenizer(spec["vocab_size"], corpus_extra)
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + TAG_TOKENS}
     n_vocab = ((len(tok) + 63) // 64) * 64  # padded like real checkpoints
@@ -109,8 +112,8 @@ def build_tiny_qwen25vl(out_dir: str, spec: dict, corpus_extra: Iterable[str] = 
         ),
         vision_config=dict(
             depth=spec["vision_depth"], hidden_size=spec["vision_hidden_size"],
-            intermediate_size=2 * spec["vision_hidden_size"], num_heads=2, in_channels=3, patch_size=14,
-            spatial_merge_size=2, temporal_patch_size=2, window_size=112, out_hidden_size=hidden,
+            intermediate_size=2 * spec["vision_hidden_size"], num_heads=TINY_VISION_HEADS, in_channels=3,
+            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112, out_hidden_size=hidden,
             fullatt_block_indexes=[spec["vision_depth"] - 1], tokens_per_second=2,
         ),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
