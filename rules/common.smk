@@ -103,7 +103,7 @@ def rule_resources(name):
         "mem_mb": lambda wc, attempt: r["mem_mb"] * attempt,
         "cpus_per_task": r["cpus_per_task"],
         "nodes": r["nodes"],
-        # one task per node: the launcher (veripo/launch.py) starts the node's processes itself
+        # one task per node: the launcher (veripo/train/launch.py) starts the node's processes itself
         "tasks": r["nodes"],
         "procs_per_node": r["procs_per_node"],
     }
@@ -135,7 +135,7 @@ def launcher(name):
 
 
 # Evaluation: which checkpoint {ckpt}/{evaldir} names, and the benchmark's settings.
-from veripo.eval_settings import check_benchmarks, job_settings
+from veripo.eval.settings import check_benchmarks, job_settings
 
 try:
     check_benchmarks(config["eval"])
@@ -164,7 +164,7 @@ def eval_model_input(wildcards):
 # DPO gate: dpo_train's pair input, decided once dpo_build_pairs (a checkpoint) has counted the pairs.
 from snakemake.logging import logger
 
-from veripo.pairs import dpo_gate
+from veripo.verify.gate import dpo_gate
 
 _ANNOUNCED = set()
 

@@ -16,7 +16,7 @@ from veripo.cli import JSON, main_guard, setup_logging
 def main(spec, prompts, out, info):
     setup_logging()
     from veripo.jsonio import atomic_path, write_json
-    from veripo.tiny import build_tiny_qwen25vl
+    from veripo.model.tiny import build_tiny_qwen25vl
 
     with atomic_path(out) as tmp:
         result = build_tiny_qwen25vl(str(tmp), spec, prompts.values())

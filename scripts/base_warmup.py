@@ -1,4 +1,4 @@
-"""Supervised warm-up of the tiny base on synthetic reasoning traces (see veripo/sft.py for why)."""
+"""Supervised warm-up of the tiny base on synthetic reasoning traces (see veripo/train/warmup.py for why)."""
 import _bootstrap  # noqa: F401
 import click
 
@@ -16,10 +16,14 @@ def main(model_path, data, cfg, out, metrics):
     setup_logging()
     import torch
 
-    from veripo import policy, queries, sft
+    from veripo.model import policy
+
+    from veripo.data import queries
+
+    from veripo.train import warmup as sft
     from veripo.jsonio import write_jsonl
-    from veripo.engine import TrainEngine
-    from veripo.training import save_checkpoint
+    from veripo.train.engine import TrainEngine
+    from veripo.train.checkpoints import save_checkpoint
 
     w = cfg["warmup"]
     torch.manual_seed(w["seed"])

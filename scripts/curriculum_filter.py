@@ -15,9 +15,9 @@ def main(data, rollouts, cfg, out):
     setup_logging()
     import os
 
-    from veripo.curriculum import discard_simple
+    from veripo.data.curriculum import discard_simple
     from veripo.jsonio import read_jsonl, unique_index, write_jsonl
-    from veripo.queries import load_queries
+    from veripo.data.queries import load_queries
 
     records = load_queries(data, check_media=False)
     rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "reward_accuracy"))

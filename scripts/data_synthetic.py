@@ -18,7 +18,8 @@ from veripo.cli import JSON, main_guard, setup_logging
 @main_guard
 def main(spec, warmup_out, train_video, train_activation, benchmarks):
     setup_logging()
-    from veripo import synthetic, synthetic_benchmarks
+    from veripo.data import synthetic
+    from veripo.data import synthetic_benchmarks
     from veripo.jsonio import write_json, write_jsonl
 
     s = spec

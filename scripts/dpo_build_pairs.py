@@ -18,9 +18,9 @@ def main(rollouts, verdicts, model_path, cfg, out, stats_out):
     from transformers import AutoTokenizer
 
     from veripo.jsonio import read_jsonl, require_types, write_json, write_jsonl
-    from veripo.pairs import build_all_pairs, is_chosen, join_verdicts
-    from veripo.rollouts import check_completion_ids
-    from veripo.verifier_stats import pair_statistics
+    from veripo.verify.pairs import build_all_pairs, is_chosen, join_verdicts
+    from veripo.train.rollouts import check_completion_ids
+    from veripo.verify.stats import pair_statistics
 
     rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "completion", "completion_ids", "query"))
     require_types(rows, {"completion": str, "query": dict}, rollouts)

@@ -1,6 +1,6 @@
 """DPO on the verifier's pairs; the reference is the GRPO model entering the stage.
 
-Runs as one process, or as every rank of a torchrun job (see veripo/launch.py); rank 0 writes."""
+Runs as one process, or as every rank of a torchrun job (see veripo/train/launch.py); rank 0 writes."""
 import _bootstrap  # noqa: F401
 import click
 
@@ -20,10 +20,14 @@ def main(model_path, pairs_path, cfg, out_model, out_metrics, out_heldout, check
     setup_logging()
     import torch
 
-    from veripo import distributed, dpo, policy
+    from veripo.train import distributed
+
+    from veripo.train import dpo
+
+    from veripo.model import policy
     from veripo.errors import InputError
     from veripo.jsonio import read_jsonl, unique_index, write_json, write_jsonl
-    from veripo.training import StepCheckpointer, run_fingerprint, save_checkpoint
+    from veripo.train.checkpoints import StepCheckpointer, run_fingerprint, save_checkpoint
 
     dcfg, t = cfg["dpo"], cfg["train"]
     d = distributed.init(t["engine"])
@@ -55,7 +59,7 @@ def main(model_path, pairs_path, cfg, out_model, out_metrics, out_heldout, check
                                                 zero_config=t["zero_config"], dtype=cfg["dtype"], d=d,
                                                 heldout=heldout)
     else:
-        from veripo.engine import TrainEngine
+        from veripo.train.engine import TrainEngine
 
         click.echo("no pairs: the DPO model is the GRPO model unchanged", err=True)
         engine, metrics = TrainEngine(model, conf.lr, 0.0, 1.0, "torch"), []

@@ -16,7 +16,7 @@ from veripo.cli import JSON, main_guard, setup_logging
 @main_guard
 def main(benchmark, predictions, run_info, questions, model_path, cfg, out):
     setup_logging()
-    from veripo.eval_report import score_report
+    from veripo.eval.report import score_report
     from veripo.jsonio import read_json, write_json
 
     result = score_report(benchmark, predictions, questions, read_json(run_info), model_path,

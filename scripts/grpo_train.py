@@ -1,6 +1,6 @@
 """One GRPO stage: reasoning activation (iteration 0) or video GRPO of iteration k.
 
-Runs as one process, or as every rank of a torchrun job (see veripo/launch.py); rank 0 writes."""
+Runs as one process, or as every rank of a torchrun job (see veripo/train/launch.py); rank 0 writes."""
 import json
 import os
 
@@ -25,9 +25,17 @@ def main(model_path, data, cfg, iteration, stage, out_model, out_rollouts, out_m
     setup_logging()
     import torch
 
-    from veripo import distributed, grpo, media_check, policy, queries
+    from veripo.train import distributed
+
+    from veripo.train import grpo
+
+    from veripo.media import checks as media_check
+
+    from veripo.model import policy
+
+    from veripo.data import queries
     from veripo.jsonio import iter_jsonl, read_jsonl, unique_index, write_jsonl
-    from veripo.training import StepCheckpointer, run_fingerprint, save_checkpoint
+    from veripo.train.checkpoints import StepCheckpointer, run_fingerprint, save_checkpoint
 
     g, t = cfg["grpo"], cfg["train"]
     d = distributed.init(t["engine"])

@@ -1,7 +1,7 @@
-"""`python scripts/launch.py ...` = `python -m veripo.launch ...` from a checkout (see veripo/launch.py)."""
+"""`python scripts/launch.py ...` = `python -m veripo.train.launch ...` from a checkout (see veripo/train/launch.py)."""
 import _bootstrap  # noqa: F401
 
-from veripo.launch import main
+from veripo.train.launch import main
 
 if __name__ == "__main__":
     main()

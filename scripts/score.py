@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click  # noqa: E402
 
-from veripo.benchmarks import BENCHMARKS, VSI_REL_DIRECTION_PARTS  # noqa: E402
+from veripo.eval.benchmarks import BENCHMARKS, VSI_REL_DIRECTION_PARTS  # noqa: E402
 from veripo.jsonio import write_json  # noqa: E402
-from veripo.scoring import read_predictions, score_predictions  # noqa: E402
+from veripo.eval.scoring import read_predictions, score_predictions  # noqa: E402
 
 
 def format_table(result: dict) -> str:

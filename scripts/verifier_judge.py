@@ -18,9 +18,9 @@ def main(rollouts, model_path, cfg, out, stats_out):
 
     from transformers import AutoTokenizer
 
-    from veripo import verifier
+    from veripo.verify import verifier
     from veripo.jsonio import read_jsonl, require_types, unique_index, write_json, write_jsonl
-    from veripo.verifier_stats import verdict_statistics
+    from veripo.verify.stats import verdict_statistics
 
     rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "completion", "query", "iteration"))
     unique_index(rows, "rollout_id", rollouts)

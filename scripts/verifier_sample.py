@@ -16,9 +16,11 @@ def main(model_path, data, cfg, iteration, out):
     setup_logging()
     import torch
 
-    from veripo import policy, queries
+    from veripo.model import policy
+
+    from veripo.data import queries
     from veripo.jsonio import write_jsonl
-    from veripo.rollouts import Sampling, sample_fresh
+    from veripo.train.rollouts import Sampling, sample_fresh
 
     r = cfg["rollouts"]
     torch.manual_seed(r["seed"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from veripo.torchvision_cpu import apply as _apply_torchvision_cpu_shim
+from veripo.media.torchvision_cpu import apply as _apply_torchvision_cpu_shim
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -42,7 +42,7 @@ def default_config() -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, default_config) -> str:
-    from veripo.tiny import build_tiny_qwen25vl
+    from veripo.model.tiny import build_tiny_qwen25vl
 
     out = tmp_path_factory.mktemp("tiny") / "model"
     build_tiny_qwen25vl(str(out), default_config["tiny_model"], default_config["prompts"].values())
@@ -52,7 +52,9 @@ def tiny_dir(tmp_path_factory, default_config) -> str:
 @pytest.fixture(scope="session")
 def video_set(tmp_path_factory) -> list[dict]:
     """Colour questions on 16 synthetic videos (records with resolved paths)."""
-    from veripo import jsonio, queries, synthetic
+    from veripo import jsonio
+    from veripo.data import queries
+    from veripo.data import synthetic
 
     d = tmp_path_factory.mktemp("videos")
     recs = synthetic.make_video_set(d, 16, seed=11, tasks=["color"], size=64, fps=8, seconds=1.0)
@@ -72,7 +74,7 @@ def templates(default_config) -> dict:
 
 @pytest.fixture()
 def tiny_policy(tiny_dir, media):
-    from veripo import policy
+    from veripo.model import policy
 
     model, processor = policy.load_policy(tiny_dir)
     policy.configure_processor(processor, media)

@@ -4,10 +4,14 @@ import os
 
 import pytest
 
-from veripo import jsonio, queries, video
+from veripo import jsonio
+
+from veripo.data import queries
+
+from veripo.media import decode as video
 from veripo.config import ConfigError
 from veripo.errors import InputError
-from veripo.judges.base import JudgeError
+from veripo.verify.judges.base import JudgeError
 
 
 def write(path, lines):
@@ -190,7 +194,7 @@ def test_require_types_names_file_line_field(tmp_path, value, got):
 def test_truncated_safetensors_names_the_file(tmp_path, tiny_dir):
     import shutil
 
-    from veripo import policy
+    from veripo.model import policy
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_dir, ckpt)

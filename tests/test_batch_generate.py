@@ -8,7 +8,17 @@ happen, the two outputs agree up to the tied step and diverge after it.
 import pytest
 import torch
 
-from veripo import batch_generate, eval_inputs, jsonio, policy, queries, synthetic
+from veripo import jsonio
+
+from veripo.model import batch_generate
+
+from veripo.eval import inputs as eval_inputs
+
+from veripo.model import policy
+
+from veripo.data import queries
+
+from veripo.data import synthetic
 
 MAX_NEW = 24
 PENALTY = 1.05
@@ -26,7 +36,7 @@ def mixed_records(tmp_path_factory):
 
 def video_and_image_prompt(processor, record, templates, media):
     """A VideoMMMU-style prompt: the video, then an inline base64 image, then the text."""
-    from veripo.synthetic_benchmarks import _png_base64
+    from veripo.data.synthetic_benchmarks import _png_base64
 
     question = {"key": "mmmu", "video_path": record["video"], "question": "How many squares are there?",
                 "answer": "2", "answer_type": "math",

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from veripo.benchmarks import BENCHMARKS, OPTION_SUFFIX, load_benchmark
+from veripo.eval.benchmarks import BENCHMARKS, OPTION_SUFFIX, load_benchmark
 
-from veripo import jsonio, synthetic_benchmarks
+from veripo import jsonio
 
 # Only synthetic question files are committed (video_mmmu.json: four hand-written VideoMMMU-format
+
+from veripo.data import synthetic_benchmarks
 # records). The real public question files are fetched data: the ``real_benchmark`` fixture
 # (conftest.py) finds them in ../shared/veripo-data/ or $VERIPO_DATA, and skips where they are absent.
 DATA = Path(__file__).parent / "data" / "benchmarks"
@@ -32,7 +34,7 @@ def real(real_benchmark):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> dict[str, list[dict]]:
-    """Every benchmark's synthetic question file (veripo.synthetic_benchmarks), loaded; these tests
+    """Every benchmark's synthetic question file (veripo.data.synthetic_benchmarks), loaded; these tests
     run without the real files."""
     root = tmp_path_factory.mktemp("synthetic_bench")
     out = {}

@@ -5,7 +5,13 @@ import sys
 import pytest
 import torch
 
-from veripo import grpo, launch, policy, sft
+from veripo.train import grpo
+
+from veripo.train import launch
+
+from veripo.model import policy
+
+from veripo.train import warmup as sft
 
 CFG = dict(rollouts_per_query=4, temperature=1.0, top_p=1.0, max_new_tokens=12, clip_eps=0.2, kl_coef=0.0,
            lr=1e-3, global_batch=4, rollout_batch=2, micro_batch=4, epochs=1, grad_clip=1.0, format_weight=0.5,

@@ -15,8 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from veripo import eval_backends, eval_job, jsonio, synthetic_benchmarks
-from veripo.eval_settings import job_settings
+from veripo import jsonio
+
+from veripo.eval.backends import hf as eval_backends
+
+from veripo.eval import job as eval_job
+
+from veripo.data import synthetic_benchmarks
+from veripo.eval.settings import job_settings
 
 
 class MockLLM:
@@ -107,8 +113,8 @@ def test_vllm_backend_through_the_eval_job(tmp_path, tiny_dir, default_config, m
 
 
 def test_vllm_request_carries_the_inline_image(tmp_path, tiny_dir, default_config, mock_vllm):
-    from veripo.benchmarks import load_benchmark
-    from veripo.vllm_backend import VLLMBackend
+    from veripo.eval.benchmarks import load_benchmark
+    from veripo.eval.backends.vllm import VLLMBackend
 
     root = tmp_path / "bench"
     jsonio.write_json(root / "q.json", synthetic_benchmarks.write_benchmark("video_mmmu", str(root), 3, seed=1,
@@ -121,7 +127,7 @@ def test_vllm_request_carries_the_inline_image(tmp_path, tiny_dir, default_confi
 
 
 def test_vllm_backend_without_vllm_says_so(monkeypatch, tiny_dir, default_config):
-    from veripo.vllm_backend import VLLMBackend
+    from veripo.eval.backends.vllm import VLLMBackend
 
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(RuntimeError, match="eval.backend is 'vllm' but vLLM does not import"):

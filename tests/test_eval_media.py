@@ -12,10 +12,15 @@ import pytest
 
 from conftest import ROOT
 from test_video import truncated_video
-from veripo import eval_backends, eval_job, jsonio, media_check, synthetic_benchmarks, video
-from veripo.benchmarks import load_benchmark
-from veripo.eval_backends import Generation
-from veripo.eval_report import score_report
+from veripo import jsonio
+from veripo.eval.backends import hf as eval_backends
+from veripo.eval import job as eval_job
+from veripo.media import checks as media_check
+from veripo.data import synthetic_benchmarks
+from veripo.media import decode as video
+from veripo.eval.benchmarks import load_benchmark
+from veripo.eval.backends.hf import Generation
+from veripo.eval.report import score_report
 from veripo.errors import InputError
 
 SETTINGS = {

@@ -9,9 +9,11 @@ import time
 import pytest
 
 from conftest import ROOT
-from veripo import evaluate, jsonio, synthetic_benchmarks
-from veripo.benchmarks import load_benchmark
-from veripo.eval_settings import job_settings
+from veripo import jsonio
+from veripo.eval import predictions as evaluate
+from veripo.data import synthetic_benchmarks
+from veripo.eval.benchmarks import load_benchmark
+from veripo.eval.settings import job_settings
 
 
 def read_lines(path):

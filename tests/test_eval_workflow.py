@@ -11,7 +11,7 @@ import pytest
 from veripo.config import ConfigError, validate_config
 from test_workflow import job_counts
 from test_workflow import snakemake as workflow_snakemake
-from veripo.eval_settings import benchmark_media, check_benchmarks, job_settings
+from veripo.eval.settings import benchmark_media, check_benchmarks, job_settings
 
 SIX = ["vsi_bench", "video_mme", "lvbench", "tomato", "mmvu", "video_mmmu"]
 

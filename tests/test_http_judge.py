@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from veripo.cli import main_guard
-from veripo.judges import JudgeError, make_judge
-from veripo.judges.openai_http import MAX_REPLY_BYTES
+from veripo.verify.judges import JudgeError, make_judge
+from veripo.verify.judges.openai_http import MAX_REPLY_BYTES
 
 TEMPLATE = "Question: {question}\nReasoning: {reasoning}\nAnswer: {answer}\nReply CONSISTENT or INCONSISTENT."
 TEXT = "<think>two squares move, so the answer is 2.</think><answer>2</answer>"

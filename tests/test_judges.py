@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from veripo.judges import JudgeError, make_judge
-from veripo.judges.base import LLMJudge, chat_text
-from veripo.judges.rule import normalise_answer, rule_judge, think_conclusion
-from veripo.judges.verdicts import render_prompt
+from veripo.verify.judges import JudgeError, make_judge
+from veripo.verify.judges.base import LLMJudge, chat_text
+from veripo.verify.judges.rule import normalise_answer, rule_judge, think_conclusion
+from veripo.verify.judges.verdicts import render_prompt
 
 TEMPLATE = "Reasoning: {reasoning}\nAnswer: {answer}\nReply CONSISTENT or INCONSISTENT."
 PHRASES = ["the square moves left", "it is red and it moves up", "count them", "two squares, one moves down"]
@@ -42,7 +42,7 @@ def judge_dirs(tmp_path_factory) -> dict:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from veripo.tiny import build_tokenizer
+    from veripo.model.tiny import build_tokenizer
 
     tok = build_tokenizer(1024, [TEMPLATE, "CONSISTENT", "INCONSISTENT", *PHRASES] * 10)
     eos = tok.convert_tokens_to_ids("<|im_end|>")

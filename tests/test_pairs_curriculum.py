@@ -1,13 +1,14 @@
 import pytest
 
-from veripo.curriculum import discard_simple, simple_query_ids
-from veripo.judges.rule import rule_judge
-from veripo.judges.verdicts import think_text
-from veripo import pairs as pairs_mod
+from veripo.data.curriculum import discard_simple, simple_query_ids
+from veripo.verify.judges.rule import rule_judge
+from veripo.verify.judges.verdicts import think_text
+from veripo.verify import pairs as pairs_mod
 from veripo.errors import InputError
-from veripo.pairs import dpo_gate, join_verdicts, kind_order, pair_problems
+from veripo.verify.gate import dpo_gate
+from veripo.verify.pairs import join_verdicts, kind_order, pair_problems
 from veripo.rewards import is_well_formed
-from veripo.verifier_stats import pair_statistics
+from veripo.verify.stats import pair_statistics
 
 CUE = "Wait, let me check again."
 

@@ -2,7 +2,11 @@
 import pytest
 import torch
 
-from veripo import dpo, grpo, policy
+from veripo.train import dpo
+
+from veripo.train import grpo
+
+from veripo.model import policy
 
 pytestmark = pytest.mark.slow
 

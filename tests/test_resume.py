@@ -46,7 +46,8 @@ def state_dict(path):
 
 
 def test_killed_grpo_resumes_to_the_uninterrupted_model(tmp_path, tiny_dir, default_config):
-    from veripo import jsonio, synthetic
+    from veripo import jsonio
+    from veripo.data import synthetic
     from veripo.config import grpo_stage
 
     recs = synthetic.make_video_set(tmp_path, 8, seed=3, tasks=["color", "count"], size=64, fps=8, seconds=1.0)
@@ -109,7 +110,7 @@ def test_killed_workflow_reruns_only_the_unfinished_job(tmp_path, default_config
 # digests, tensors-only loading.
 
 def one_rank():
-    from veripo import distributed
+    from veripo.train import distributed
 
     return distributed.Dist(0, 1, 0)
 
@@ -117,7 +118,7 @@ def one_rank():
 def dpo_settings(**changes):
     from dataclasses import asdict
 
-    from veripo import dpo
+    from veripo.train import dpo
 
     cfg = dpo.DPOConfig(beta=0.1, lr=1e-3, global_batch=1, epochs=3, nll_coef=0.0, grad_clip=1.0,
                         freeze_vision=True, weight_decay=0.0, seed=0, checkpoint_every=2)
@@ -128,8 +129,8 @@ def saved_checkpointer(tmp_path, tiny_policy, inputs, settings, rounds=(2,), jou
     """A checkpointer that has saved the tiny model's state at each of ``rounds``."""
     import torch
 
-    from veripo.engine import TrainEngine
-    from veripo.training import StepCheckpointer, run_fingerprint
+    from veripo.train.engine import TrainEngine
+    from veripo.train.checkpoints import StepCheckpointer, run_fingerprint
 
     ckpt = StepCheckpointer(tmp_path / "ckpt", run_fingerprint(inputs, settings), journal=journal)
     engine = TrainEngine(tiny_policy[0], 1e-3, 0.0, 1.0, "torch")
@@ -139,7 +140,7 @@ def saved_checkpointer(tmp_path, tiny_policy, inputs, settings, rounds=(2,), jou
 
 
 def reopened(tmp_path, inputs, settings, journal=None):
-    from veripo.training import StepCheckpointer, run_fingerprint
+    from veripo.train.checkpoints import StepCheckpointer, run_fingerprint
 
     return StepCheckpointer(tmp_path / "ckpt", run_fingerprint(inputs, settings), journal=journal)
 
@@ -178,8 +179,9 @@ def test_resume_with_changed_dpo_lr_is_refused_naming_lr(tmp_path, tiny_dir, tin
 
 def dpo_job(tiny_dir, media, templates, pairs, root, inputs):
     """train_dpo as the script runs it, with step checkpoints at steps 2 and 4 of 6."""
-    from veripo import dpo, policy
-    from veripo.training import StepCheckpointer, run_fingerprint
+    from veripo.train import dpo
+    from veripo.model import policy
+    from veripo.train.checkpoints import StepCheckpointer, run_fingerprint
 
     model, processor = policy.load_policy(tiny_dir)
     policy.configure_processor(processor, media)
@@ -191,7 +193,7 @@ def dpo_job(tiny_dir, media, templates, pairs, root, inputs):
 
 
 def some_pairs(processor, video_set):
-    from veripo import policy
+    from veripo.model import policy
 
     pairs = []
     for i, rec in enumerate(video_set[:2]):
@@ -244,7 +246,7 @@ def test_planted_pickle_in_a_checkpoint_is_not_run(tmp_path, tiny_dir, tiny_poli
 
     import torch
 
-    from veripo.engine import TrainEngine
+    from veripo.train.engine import TrainEngine
     from veripo.errors import InputError
 
     inputs, marker = {"--model": tiny_dir}, tmp_path / "ran"

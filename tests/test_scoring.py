@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from veripo import jsonio, synthetic_benchmarks
-from veripo.benchmarks import load_benchmark
-from veripo.scoring import read_predictions, score_predictions
+from veripo import jsonio
+
+from veripo.data import synthetic_benchmarks
+from veripo.eval.benchmarks import load_benchmark
+from veripo.eval.scoring import read_predictions, score_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def synthetic_questions(tmp_path_factory):
     """``synthetic_questions(name)``: path of a synthetic question file in ``name``'s format
-    (veripo.synthetic_benchmarks), so the scorer tests run without the real files."""
+    (veripo.data.synthetic_benchmarks), so the scorer tests run without the real files."""
     root = tmp_path_factory.mktemp("synthetic_questions")
     sizes = {"tomato": 9, "vsi_bench": 4}
 

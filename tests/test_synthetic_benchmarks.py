@@ -5,9 +5,15 @@ import re
 import numpy as np
 import pytest
 
-from veripo import jsonio, synthetic, synthetic_benchmarks, video
-from veripo.benchmarks import BENCHMARKS, OPTION_SUFFIX, load_benchmark
-from veripo.media_check import decode_inline_image, find_media_problems
+from veripo import jsonio
+
+from veripo.data import synthetic
+
+from veripo.data import synthetic_benchmarks
+
+from veripo.media import decode as video
+from veripo.eval.benchmarks import BENCHMARKS, OPTION_SUFFIX, load_benchmark
+from veripo.media.checks import decode_inline_image, find_media_problems
 
 SIZES = {"vsi_bench": 6, "video_mme": 7, "lvbench": 6, "tomato": 9, "mmvu": 6, "video_mmmu": 6}
 OPTION = re.compile(r"^\(?([A-G])[.)] (?:[A-G]\. )?(.+?)\.?$")

@@ -1,9 +1,9 @@
 import pytest
 
-from veripo import verifier
-from veripo.judges import Judge, check_spec, parse_reply
+from veripo.verify import verifier
+from veripo.verify.judges import Judge, check_spec, parse_reply
 from veripo.prompts import MC_SUFFIX
-from veripo.verifier_stats import verdict_statistics
+from veripo.verify.stats import verdict_statistics
 
 CFG = verifier.VerifierConfig(min_think_tokens=4, ngram=3, max_ngram_repeats=3, max_compression_ratio=3.0,
                               min_text_for_compression=200, numeric_right=0.9, numeric_wrong=0.3)

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from veripo import media_check, queries, video
+from veripo.media import checks as media_check
+from veripo.data import queries
+from veripo.media import decode as video
 from veripo.errors import InputError
 
 
@@ -131,7 +133,7 @@ import sys
 sys.path.insert(0, {root!r})
 import av
 import numpy as np
-from veripo import video
+from veripo.media import decode as video
 {reference}
 def peak():
     # VmHWM is this process's own high-water mark; getrusage's maxrss would start at pytest's (the parent's)
@@ -178,7 +180,8 @@ def test_truncated_video_fails_where_its_first_frame_did_not(tmp_path):
 NON_REGULAR_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-from veripo import media_check, video
+from veripo.media import checks as media_check
+from veripo.media import decode as video
 from veripo.errors import InputError
 for call in (lambda: video.decode_video({fifo!r}, 2.0, source="q.jsonl, line 2"),
              lambda: video.load_image({fifo!r}, source="q.jsonl, line 3"),

@@ -9,8 +9,7 @@ import sys
 import click
 
 from veripo.config import ConfigError
-from veripo.errors import InputError
-from veripo.judges.base import JudgeError
+from veripo.errors import InputError, JudgeError
 
 
 class JsonParam(click.ParamType):

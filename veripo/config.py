@@ -9,7 +9,7 @@ import yaml
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 
-# veripo/tiny.py builds the tiny vision tower with this many attention heads.
+# veripo/model/tiny.py builds the tiny vision tower with this many attention heads.
 TINY_VISION_HEADS = 2
 
 

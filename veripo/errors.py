@@ -1,4 +1,4 @@
-"""The one exception type for bad user input, so CLIs can print it without a traceback."""
+"""The exception types a CLI prints as one line (no traceback): bad input, and a judge that cannot run."""
 from __future__ import annotations
 
 
@@ -13,3 +13,7 @@ class InputError(ValueError):
             where += f", field '{field}'"
         super().__init__(f"{where}: {message}")
         self.path, self.line, self.field = path, line, field
+
+
+class JudgeError(RuntimeError):
+    """A consistency judge that cannot run (unreachable endpoint, missing package, bad reply envelope)."""

@@ -1,0 +1,1 @@
+"""Training queries: loading and validation, the curriculum, synthetic data sets."""

@@ -1,0 +1,1 @@
+"""Evaluation: job settings, inputs, generation backends, benchmark formats, scoring, the report."""

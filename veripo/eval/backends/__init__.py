@@ -1,0 +1,1 @@
+"""Generation backends of the evaluation: transformers (hf) and vLLM."""

@@ -1,0 +1,85 @@
+"""Generation backends for evaluation: batched HF generation (any machine) or vLLM (CUDA GPUs).
+
+``eval.backend: auto`` picks vLLM when it imports and a CUDA GPU is present, else HF. Both answer a
+list of questions with one ``Generation`` each, from the same prepared inputs (veripo/eval/inputs.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from veripo.eval.settings import BACKENDS
+
+
+@dataclass
+class Generation:
+    text: str  # decoded completion, special tokens removed
+    num_tokens: int  # generated tokens, the EOS included
+    truncated: bool  # hit max_new_tokens without EOS
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(name: str) -> str:
+    """"hf" or "vllm" for a configured backend name; auto = vllm when importable on a CUDA machine."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown eval backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    if name != "auto":
+        return name
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and vllm_available() else "hf"
+
+
+class HFBackend:
+    """Greedy (or sampled) generation with transformers, ``batch_size`` questions per forward."""
+
+    name = "hf"
+
+    def __init__(self, model_path: str, settings: dict, video_root: str):
+        import torch
+
+        from veripo.model import policy
+
+        self.settings, self.video_root = settings, video_root
+        self.model, self.processor = policy.load_policy(model_path, settings["dtype"],
+                                                        settings.get("attn_implementation"))
+        policy.configure_processor(self.processor, settings["media"])
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(self.device).eval()
+        self.generator = torch.Generator(self.device).manual_seed(0)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": self.device}
+
+    def generate(self, questions: list[dict]) -> list[Generation]:
+        from veripo.model import batch_generate
+        from veripo.eval import inputs as eval_inputs
+        from veripo.model import policy
+
+        gen = self.settings["generation"]
+        inputs = [eval_inputs.prepare(self.processor, q, self.video_root, self.settings["media"],
+                                      self.settings["prompts"]) for q in questions]
+        prompts = [eval_inputs.encode(self.processor, inp) for inp in inputs]
+        ro = batch_generate.generate(self.model, prompts, gen["max_new_tokens"], gen["temperature"], gen["top_p"],
+                                     gen["repetition_penalty"], generator=self.generator,
+                                     pad_id=self.processor.tokenizer.pad_token_id)
+        texts = policy.decode(self.processor, ro)
+        return [Generation(text, int(mask.sum()), bool(truncated))
+                for text, mask, truncated in zip(texts, ro.mask, ro.truncated)]
+
+
+def load_backend(name: str, model_path: str, settings: dict, video_root: str):
+    """The backend object for a resolved name ("hf" or "vllm")."""
+    if name == "vllm":
+        from veripo.eval.backends.vllm import VLLMBackend
+
+        return VLLMBackend(model_path, settings, video_root)
+    if name == "hf":
+        return HFBackend(model_path, settings, video_root)
+    raise ValueError(f"unknown resolved backend {name!r}; expected hf or vllm")

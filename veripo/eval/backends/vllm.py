@@ -1,0 +1,65 @@
+"""The vLLM generation backend (CUDA GPUs; vLLM has no CPU wheels, so tests drive it through a mock).
+
+The frames are sampled by us (veripo/media/decode.py), exactly as for the HF backend, and handed to vLLM as
+``(frames, metadata)`` with ``do_sample_frames: False``: vLLM must not resample them. The sampled fps
+also goes in ``mm_processor_kwargs`` because Qwen2.5-VL's temporal position step (second_per_grid_ts)
+derives from it, and depending on the vLLM/transformers pair either the metadata or that kwarg is read.
+"""
+from __future__ import annotations
+
+from veripo.eval.backends.hf import Generation
+
+ENGINE_DEFAULTS = {"gpu_memory_utilization": 0.9, "tensor_parallel_size": 1}
+
+
+class VLLMBackend:
+    """``llm.generate`` over ``batch_size`` questions at a time (vLLM schedules them itself)."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, settings: dict, video_root: str):
+        from transformers import AutoProcessor
+
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:
+            raise RuntimeError(f"eval.backend is 'vllm' but vLLM does not import ({exc}); it needs a CUDA machine "
+                               "with envs/eval.yaml's vllm, or use backend 'auto' or 'hf'") from None
+
+        self.settings, self.video_root = settings, video_root
+        gen, media = settings["generation"], settings["media"]
+        self.processor = AutoProcessor.from_pretrained(model_path)  # chat template and tokenizer only
+        self.engine = {**ENGINE_DEFAULTS, **gen.get("vllm", {})}
+        self.llm = LLM(model=model_path, dtype=settings["dtype"], seed=0,
+                       limit_mm_per_prompt={"video": 1, "image": 1},
+                       mm_processor_kwargs={"min_pixels": media["min_pixels"], "max_pixels": media["max_pixels"]},
+                       **self.engine)
+        self.params = SamplingParams(temperature=gen["temperature"], top_p=gen["top_p"],
+                                     repetition_penalty=gen["repetition_penalty"], max_tokens=gen["max_new_tokens"],
+                                     seed=0)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": "cuda", "engine": dict(self.engine)}
+
+    def request(self, question: dict) -> dict:
+        """One vLLM prompt: chat text, the sampled frames with their metadata, the inline image if any."""
+        from veripo.eval import inputs as eval_inputs
+
+        inp = eval_inputs.prepare(self.processor, question, self.video_root, self.settings["media"],
+                                  self.settings["prompts"])
+        meta = inp.video_metadata()
+        sampled_fps = len(meta["frames_indices"]) / meta["duration"]
+        data: dict = {"video": [(inp.video.frames, meta)]}
+        if inp.image is not None:
+            data["image"] = inp.image
+        return {"prompt": inp.text, "multi_modal_data": data,
+                "mm_processor_kwargs": {"fps": sampled_fps, "do_sample_frames": False}}
+
+    def generate(self, questions: list[dict]) -> list[Generation]:
+        outputs = self.llm.generate([self.request(q) for q in questions], sampling_params=self.params,
+                                    use_tqdm=False)
+        results = []
+        for out in outputs:
+            completion = out.outputs[0]
+            results.append(Generation(completion.text, len(completion.token_ids), completion.finish_reason == "length"))
+        return results

@@ -1,0 +1,1 @@
+"""Video and image decoding, and checks that media decode as training and evaluation will."""

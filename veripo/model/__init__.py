@@ -1,0 +1,1 @@
+"""The policy: load, encode a query once, sample, score log-probs; the tiny offline builder."""

@@ -1,0 +1,114 @@
+"""Batched generation: several prompts (each with its own video or image) in one forward per step.
+
+Prompts are left-padded so every row's next token sits in the last column. Each prompt's vision
+features go through ``policy.prompt_embeds`` (vision once per prompt); the M-RoPE positions come
+from the model's own ``get_rope_index`` on the padded batch, with the attention mask so that padding
+takes no position. Decoding then continues every row at its own text position (prompt length + the
+row's rope delta + step). Greedy outputs equal ``policy.sample(..., temperature=0)`` run one prompt
+at a time, up to float noise on exact logit ties (tests/test_batch_generate.py).
+"""
+from __future__ import annotations
+
+import torch
+
+from veripo.model import policy
+from veripo.model.policy import EncodedPrompt, Rollouts
+
+
+def _on_device(prompt: EncodedPrompt, device: torch.device) -> EncodedPrompt:
+    if prompt.input_ids.device == device:
+        return prompt
+    media = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in prompt.media.items()}
+    return EncodedPrompt(prompt.input_ids.to(device), media, prompt.mm_token_type_ids.to(device))
+
+
+def _cat_media(prompts: list[EncodedPrompt], key: str) -> torch.Tensor | None:
+    parts = [torch.as_tensor(p.media[key]) for p in prompts if key in p.media]
+    return torch.cat(parts, 0) if parts else None
+
+
+def left_pad(prompts: list[EncodedPrompt], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, P) input ids, mm token types and attention mask, prompts right-aligned."""
+    width = max(p.length for p in prompts)
+    device = prompts[0].input_ids.device
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    types = torch.zeros_like(ids)
+    attn = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):
+        ids[row, width - p.length:] = p.input_ids[0]
+        types[row, width - p.length:] = p.mm_token_type_ids[0]
+        attn[row, width - p.length:] = 1
+    return ids, types.to(prompts[0].mm_token_type_ids.dtype), attn
+
+
+def batch_positions(model, prompts: list[EncodedPrompt], ids: torch.Tensor, types: torch.Tensor,
+                    attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, B, P) M-RoPE positions of the padded batch (padding at 0) and (B,) rope deltas."""
+    pos, delta = model.model.get_rope_index(
+        ids, types, image_grid_thw=_cat_media(prompts, "image_grid_thw"),
+        video_grid_thw=_cat_media(prompts, "video_grid_thw"),
+        second_per_grid_ts=_cat_media(prompts, "second_per_grid_ts"),
+        attention_mask=attn)
+    return pos, delta.view(-1)
+
+
+def _padded_embeds(model, prompts: list[EncodedPrompt], ids: torch.Tensor) -> torch.Tensor:
+    """(B, P, D): the pad token's embedding in the padding, each prompt's own embeddings after it."""
+    emb = model.model.get_input_embeddings()(ids)
+    width = ids.shape[1]
+    rows = []
+    for row, p in enumerate(prompts):
+        rows.append(torch.cat([emb[row, : width - p.length], policy.prompt_embeds(model, p)[0]], 0))
+    return torch.stack(rows)
+
+
+def _penalty_history(prompts: list[EncodedPrompt], ids: torch.Tensor) -> torch.Tensor:
+    # The repetition penalty must see each row's own prompt only: padding repeats the row's first
+    # real token, which is already in its history, so no extra token is penalised.
+    history = ids.clone()
+    width = ids.shape[1]
+    for row, p in enumerate(prompts):
+        history[row, : width - p.length] = p.input_ids[0, 0]
+    return history
+
+
+@torch.no_grad()
+def generate(model, prompts: list[EncodedPrompt], max_new_tokens: int, temperature: float = 0.0,
+             top_p: float = 1.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
+             eos_ids: list[int] | None = None, pad_id: int = 0) -> Rollouts:
+    """One completion per prompt, all prompts decoded together; temperature <= 1e-5 means greedy.
+
+    Same sampling rules as ``policy.sample``: vision placeholders suppressed, repetition penalty over
+    the prompt and the tokens so far, top-p when sampling. Rows are padded after their first EOS.
+    """
+    device = next(model.parameters()).device
+    prompts = [_on_device(p, device) for p in prompts]
+    n = len(prompts)
+    eos = torch.tensor(eos_ids if eos_ids is not None else policy._eos_ids(model), device=device)
+    ids, types, attn = left_pad(prompts, pad_id)
+    pos, delta = batch_positions(model, prompts, ids, types, attn)
+    next_pos = torch.tensor([p.length for p in prompts], device=device) + delta.to(device)  # (B,)
+    out = model(inputs_embeds=_padded_embeds(model, prompts, ids), position_ids=pos, attention_mask=attn,
+                use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    logits = out.logits[:, -1].float()
+    suppress = torch.tensor(policy.suppressed_token_ids(model), device=device)
+    history = _penalty_history(prompts, ids)
+    tokens, logps = [], []
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    for t in range(max_new_tokens):
+        tok, logp = policy.next_tokens(logits, suppress, history, done, temperature, top_p, repetition_penalty,
+                                       generator, pad_id)
+        tokens.append(tok)
+        logps.append(logp)
+        done = done | torch.isin(tok, eos)
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        history = torch.cat([history, tok.unsqueeze(1)], 1)
+        attn = torch.cat([attn, torch.ones(n, 1, dtype=attn.dtype, device=device)], 1)
+        step_pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
+        out = model(input_ids=tok.unsqueeze(1), position_ids=step_pos, attention_mask=attn,
+                    past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        logits = out.logits[:, -1].float()
+    return policy.collect_rollouts(tokens, logps, eos)

@@ -1,0 +1,1 @@
+"""Training: the engine, ranks and launcher, GRPO, DPO, the warm-up, step checkpoints."""

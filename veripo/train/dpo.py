@@ -1,0 +1,193 @@
+"""Direct Preference Optimisation on verifier pairs (sigmoid loss), the video in every forward.
+
+The reference is the model entering the stage (the GRPO checkpoint): its summed log-probs of every
+chosen and rejected response are computed once before the first update, so no second model is held.
+Both sides are scored as the token ids the pair carries (the sampled ones for a rollout), never a
+re-tokenisation of the text. A seeded share of the queries (``heldout_fraction``) is kept out of
+training; their pairs measure whether the preference learned carries over to unseen pairs.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from veripo.train import distributed
+
+from veripo.model import policy
+from veripo.train.engine import TrainEngine
+from veripo.train.checkpoints import StepCheckpointer, frozen_vision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DPOConfig:
+    beta: float
+    lr: float
+    global_batch: int
+    epochs: int
+    nll_coef: float
+    grad_clip: float
+    freeze_vision: bool
+    weight_decay: float
+    seed: int
+    checkpoint_every: int
+    heldout_fraction: float = 0.0
+
+
+def dpo_loss(pol_chosen: torch.Tensor, pol_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair loss -log sigmoid(beta * margin) and the margin (log-ratio difference)."""
+    margin = (pol_chosen - ref_chosen) - (pol_rejected - ref_rejected)
+    return -F.logsigmoid(beta * margin), margin
+
+
+class PairEncoder:
+    """Tokenised pairs; a query's prompt (and its vision features) is encoded once for all its pairs."""
+
+    def __init__(self, processor, templates: dict, media_cfg: dict):
+        self.processor, self.templates, self.media_cfg = processor, templates, media_cfg
+        self.prompts: dict = {}
+
+    def prompt(self, pair: dict) -> policy.EncodedPrompt:
+        qid = pair["query_id"]
+        if qid not in self.prompts:
+            self.prompts[qid] = policy.encode_query(self.processor, pair["query"], self.templates, self.media_cfg,
+                                                    None, source=pair.get("_source"))
+        return self.prompts[qid]
+
+    def completions(self, pair: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        seqs = [torch.tensor(pair["chosen_ids"], dtype=torch.long), torch.tensor(pair["rejected_ids"], dtype=torch.long)]
+        return policy.pad_completions(seqs, self.processor.tokenizer.pad_token_id)
+
+
+def summed_logprobs(model, enc: PairEncoder, pair: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) summed log-probs and the chosen token count."""
+    toks, mask = enc.completions(pair)
+    lp = policy.completion_logprobs(model, enc.prompt(pair), toks, mask) * mask
+    s = lp.sum(1)
+    return s[0], s[1], mask[0].sum()
+
+
+@torch.no_grad()
+def reference_logprobs(model, enc: PairEncoder, pairs: list[dict], indices: list[int], progress=None) -> dict:
+    """{pair index: (chosen, rejected) summed log-probs} under the model as it enters the stage."""
+    model.eval()
+    out = {}
+    it = progress(indices, desc="dpo reference") if progress else indices
+    for i in it:
+        c, r, _ = summed_logprobs(model, enc, pairs[i])
+        out[i] = (c, r)
+    return out
+
+
+def split_heldout(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(training pairs, held-out pairs): a seeded ``fraction`` of the queries, all their pairs held out,
+    so no held-out pair shares a prompt with a trained one. At least one query stays in training."""
+    queries = sorted({p["query_id"] for p in pairs})
+    n = min(int(round(fraction * len(queries))), max(0, len(queries) - 1))
+    held = set(random.Random(seed).sample(queries, n)) if n else set()
+    return [p for p in pairs if p["query_id"] not in held], [p for p in pairs if p["query_id"] in held]
+
+
+@torch.no_grad()
+def heldout_report(model, enc: PairEncoder, heldout: list[dict], ref: dict) -> dict:
+    """Chosen-over-rejected on held-out pairs, before (the reference) and after (``model``) training.
+
+    ``logp_gap``: mean summed log-prob of chosen minus rejected; ``per_token``: the same with each side
+    divided by its length (sides differ in length); ``chosen_preferred``: share of pairs with a positive
+    gap; ``margin``: DPO's margin (the gap's change from the reference), 0 before by definition."""
+    model.eval()
+    before, after, per_tok_b, per_tok_a, margins = [], [], [], [], []
+    for i, pair in enumerate(heldout):
+        pc, pr, _ = summed_logprobs(model, enc, pair)
+        rc, rr = ref[i]
+        nc, nr = len(pair["chosen_ids"]), len(pair["rejected_ids"])
+        before.append(float(rc - rr))
+        after.append(float(pc - pr))
+        per_tok_b.append(float(rc / nc - rr / nr))
+        per_tok_a.append(float(pc / nc - pr / nr))
+        margins.append(float((pc - rc) - (pr - rr)))
+
+    def mean(xs):
+        return round(sum(xs) / len(xs), 4) if xs else None
+
+    def share(xs):
+        return round(sum(x > 0 for x in xs) / len(xs), 4) if xs else None
+
+    return {"pairs": len(heldout), "queries": len({p["query_id"] for p in heldout}),
+            "before": {"logp_gap": mean(before), "logp_gap_per_token": mean(per_tok_b), "chosen_preferred": share(before),
+                       "margin": 0.0 if heldout else None},
+            "after": {"logp_gap": mean(after), "logp_gap_per_token": mean(per_tok_a), "chosen_preferred": share(after),
+                      "margin": mean(margins), "positive_margin_share": share(margins)}}
+
+
+def _zero_loss(model) -> torch.Tensor:
+    """A rank without a pair in a step still takes part in the gradient reduction."""
+    return sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
+
+
+def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, templates: dict, media_cfg: dict,
+              checkpointer: StepCheckpointer | None = None, progress=None, engine_kind: str = "torch",
+              zero_config: str | None = None, dtype: str = "float32", d: distributed.Dist | None = None,
+              heldout: list[dict] | None = None):
+    """Returns (engine, per-step metrics, held-out report). Each step's pairs are split across the
+    ranks; every rank scores all ``heldout`` pairs (a few), so ranks run the same forwards."""
+    d = d or distributed.Dist(0, 1, 0)
+    if cfg.freeze_vision:
+        frozen_vision(model)
+    enc = PairEncoder(processor, templates, media_cfg)
+    steps = []
+    for epoch in range(cfg.epochs):
+        order = list(range(len(pairs)))
+        random.Random(cfg.seed + epoch).shuffle(order)
+        steps += [order[s:s + cfg.global_batch] for s in range(0, len(order), cfg.global_batch)]
+    mine = sorted({i for step in steps for i in distributed.shard(step, d)})
+    ref = reference_logprobs(model, enc, pairs, mine, progress if d.main else None)
+    heldout = heldout or []
+    ref_heldout = reference_logprobs(model, enc, heldout, list(range(len(heldout))))
+    engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, engine_kind, zero_config, dtype)
+    model = engine.module
+    state = {"round": 0, "metrics": []}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if checkpointer is not None:
+        state = checkpointer.restore(engine, generator, state, d)
+    bar = progress(total=len(steps), initial=state["round"], desc="dpo") if progress and d.main else None
+    model.train()
+    for s in range(state["round"], len(steps)):
+        batch = distributed.shard(steps[s], d)
+        losses, margins = [], []
+        for i in batch:
+            pc, pr, n_chosen = summed_logprobs(model, enc, pairs[i])
+            loss, margin = dpo_loss(pc, pr, ref[i][0], ref[i][1], cfg.beta)
+            if cfg.nll_coef > 0:
+                loss = loss - cfg.nll_coef * pc / n_chosen.clamp(min=1)
+            engine.backward(loss / len(batch))
+            losses.append(float(loss.detach()))
+            margins.append(float(margin.detach()))
+        if not batch:
+            engine.backward(_zero_loss(model))
+        grad_norm = engine.step()
+        parts = distributed.gather({"losses": losses, "margins": margins})
+        losses = [x for p in parts for x in p["losses"]]
+        margins = [x for p in parts for x in p["margins"]]
+        m = {"step": s, "loss": sum(losses) / len(losses), "margin": sum(margins) / len(margins),
+             "positive_margin_share": sum(x > 0 for x in margins) / len(margins), "grad_norm": grad_norm,
+             "pairs": len(losses)}
+        state["metrics"].append(m)
+        state["round"] = s + 1
+        if d.main:
+            log.info("dpo %s", m)
+        if checkpointer is not None and (s + 1) % cfg.checkpoint_every == 0 and s + 1 < len(steps):
+            checkpointer.save(engine, generator, state, d)
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    with engine.full_parameters():
+        report = heldout_report(engine.module, enc, heldout, ref_heldout)
+    return engine, state["metrics"], report

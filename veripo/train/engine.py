@@ -1,0 +1,101 @@
+"""The optimiser engine: DeepSpeed ZeRO (any world size, CPU or GPU) or plain torch AdamW.
+
+Gradient accumulation is ours (a step covers however many micro-batches the data gives), so
+DeepSpeed runs with ``managed_gradient_accumulation: false``: ``backward`` only accumulates locally,
+``step`` reduces across ranks and updates.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TrainEngine:
+    def __init__(self, model, lr: float, weight_decay: float, grad_clip: float, kind: str = "torch",
+                 zero_config: str | None = None, dtype: str = "float32"):
+        self.kind = kind
+        self.grad_clip = grad_clip
+        params = [p for p in model.parameters() if p.requires_grad]
+        if kind == "torch":
+            self.module = model
+            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+            self.ds = None
+        elif kind == "deepspeed":
+            import deepspeed
+
+            from veripo.train import distributed
+
+            if not torch.distributed.is_initialized():
+                distributed.init("deepspeed")  # a group of one when not started by torchrun
+            cfg = json.loads(Path(zero_config if os.path.isabs(zero_config) else ROOT / zero_config).read_text())
+            cfg.update({
+                "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+                "managed_gradient_accumulation": False, "gradient_clipping": grad_clip,
+                "optimizer": {"type": "AdamW", "params": {"lr": lr, "weight_decay": weight_decay,
+                                                          "torch_adam": True}},
+                "bf16": {"enabled": dtype == "bfloat16"}, "fp16": {"enabled": dtype == "float16"},
+            })
+            self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=cfg)
+            self.module = self.ds.module
+            self.module.veripo_partitioned = self.zero_stage == 3  # read by policy.completion_logprobs
+        else:
+            raise ValueError(f"unknown engine {kind!r} (torch | deepspeed)")
+
+    @property
+    def zero_stage(self) -> int:
+        return self.ds.zero_optimization_stage() if self.ds is not None else 0
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.ds is None:
+            loss.backward()
+        else:
+            self.ds.backward(loss, scale_wrt_gas=False)
+
+    def step(self) -> float:
+        if self.ds is None:
+            params = [p for p in self.module.parameters() if p.requires_grad]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.grad_clip))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            return norm
+        self.ds.step()
+        norm = self.ds.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def zero_grad(self) -> None:
+        if self.ds is None:
+            self.optimizer.zero_grad(set_to_none=True)
+
+    @contextlib.contextmanager
+    def full_parameters(self):
+        """Every rank holds the whole model inside (ZeRO-3 partitions it otherwise): generation and
+        saving need it, and ranks stop sampling at different lengths, so per-forward gathering would
+        deadlock."""
+        if self.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+                yield
+        else:
+            yield
+
+    def save_state(self, directory: Path) -> None:
+        if self.ds is None:
+            torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()},
+                       directory / "engine.pt")
+        else:
+            self.ds.save_checkpoint(str(directory), tag="engine", save_latest=False)
+
+    def load_state(self, directory: Path) -> None:
+        if self.ds is None:
+            blob = torch.load(directory / "engine.pt", weights_only=True)
+            self.module.load_state_dict(blob["model"])
+            self.optimizer.load_state_dict(blob["optimizer"])
+        else:
+            self.ds.load_checkpoint(str(directory), tag="engine")

@@ -1,0 +1,1 @@
+"""The Rollout-Aware Verifier: checks, consistency judges, chosen/rejected pairs, statistics."""
