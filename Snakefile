@@ -1,6 +1,7 @@
 # VerIPO: GRPO -> Rollout-Aware Verifier -> DPO, iterated, then benchmark evaluation.
 #   snakemake --cores 2 iter3/eval/vsi_bench.json      (local, embedded tiny default)
-#   snakemake --profile profiles/slurm iter3/eval/vsi_bench.json --configfile configs/qwen25vl-7b.yaml
+#   snakemake --profile profiles/slurm iter3/eval/vsi_bench.json \
+#       --configfile configs/qwen25vl-7b.yaml
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -20,6 +21,6 @@ include: "rules/eval.smk"
 
 
 rule all:
-    input:
-        expand("iter{iter}/eval/{bench}.json", iter=config["iterations"], bench=list(config["eval"]["benchmarks"])),
     default_target: True
+    input:
+        get_final_output(),

@@ -1,4 +1,5 @@
-# The tiny base: built offline from the config, then warmed up on synthetic reasoning traces.
+# The tiny base: built offline from the config, then warmed up on synthetic reasoning
+# traces.
 
 if TINY:
 
@@ -6,22 +7,21 @@ if TINY:
         output:
             model=directory("base/init"),
             info="base/model.json",
-        params:
-            cmd=python_script("base_build_tiny"),
-            spec=lambda wc: as_json(config.get("tiny_model", {})),
-            prompts=lambda wc: as_json(config["prompts"]),
-        resources:
-            **rule_resources("base_build_tiny"),
         log:
             "logs/base_build_tiny/base_build_tiny.log",
         benchmark:
             "logs/benchmarks/base_build_tiny/base_build_tiny.tsv"
         conda:
             "../envs/train.yaml"
+        resources:
+            **rule_resources("base_build_tiny"),
+        params:
+            cmd=python_script("base_build_tiny"),
+            spec=lambda wc: as_json(config.get("tiny_model", {})),
+            prompts=lambda wc: as_json(config["prompts"]),
         shell:
             "{params.cmd:q} --spec {params.spec:q} --prompts {params.prompts:q} "
             "--out {output.model:q} --info {output.info:q} 2> {log:q}"
-
 
     rule base_warmup:
         input:
@@ -30,18 +30,20 @@ if TINY:
         output:
             model=directory("base/model"),
             metrics="base/warmup_metrics.jsonl",
-        params:
-            cmd=python_script("base_warmup"),
-            cfg=lambda wc: as_json(policy_args("warmup")),
-        threads: 2
-        resources:
-            **rule_resources("base_warmup"),
+            settings="base/warmup_settings.json",
         log:
             "logs/base_warmup/base_warmup.log",
         benchmark:
             "logs/benchmarks/base_warmup/base_warmup.tsv"
         conda:
             "../envs/train.yaml"
+        threads: 2
+        resources:
+            **rule_resources("base_warmup"),
+        params:
+            cmd=python_script("base_warmup"),
+            cfg=lambda wc: as_json(policy_args("warmup")),
         shell:
-            "{params.cmd:q} --model {input.model:q} --data {input.data:q} --config {params.cfg:q} "
-            "--out {output.model:q} --metrics {output.metrics:q} 2> {log:q}"
+            "{params.cmd:q} --model {input.model:q} --data {input.data:q} "
+            "--config {params.cfg:q} --out {output.model:q} "
+            "--metrics {output.metrics:q} --out-settings {output.settings:q} 2> {log:q}"

@@ -1,38 +1,64 @@
-# Config validation at parse time, wildcard constraints and the input functions that unroll the
-# iterations: iteration k reads iteration k-1's model and curriculum-filtered queries.
+# Config validation, wildcard constraints and the input functions (get_*) that unroll
+# the iterations: iteration k reads iteration k-1's model and the queries its curriculum
+# kept.
+#
+# All of this runs while the DAG is built, also under `snakemake --lint` in an env with
+# snakemake alone: the modules imported here need only the standard library, PyYAML and
+# jsonschema, never the ML stack (tests/test_rule_layer.py checks it). `veripo` imports
+# from this checkout because Snakemake puts the Snakefile's folder first on sys.path.
 import json
+import os
 import sys
 
-sys.path.insert(0, workflow.basedir)
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from veripo.config import ConfigError, grpo_stage, rule_settings, validate_config
+from veripo.eval.settings import check_benchmarks, job_settings
+from veripo.verify.gate import dpo_gate
 
 try:
     validate_config(config)
+    check_benchmarks(config["eval"])
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
-# Shell commands interpolate every value as {name:q} (shlex-quoted by Snakemake, element by element
-# for lists): paths come from the config and from wherever the checkout lies, and a space, a quote or
-# a `$(...)` in them must reach the script as one literal argument, never as shell syntax. Quoting
-# keeps the commands readable and log, benchmark and --sdm conda working as for any shell directive,
-# which running the scripts from Python (run/script directives) would not.
+# Shell commands interpolate every value as {name:q} (shlex-quoted by Snakemake, element
+# by element for lists): paths come from the config and from wherever the checkout lies,
+# and a space, a quote or a `$(...)` in them must reach the script as one literal
+# argument, never as shell syntax. Quoting keeps the commands readable and log,
+# benchmark and --sdm conda working as for any shell directive, which running the
+# scripts from Python (run/script directives) would not.
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
-# The interpreter running snakemake has the stack when installed with the README's command; under
-# --sdm conda each rule's env provides `python`.
-PYTHON = "python" if "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")) else sys.executable
+# The interpreter running snakemake has the stack when installed with the README's
+# command; under --sdm conda each rule's env provides `python`.
+DEPLOYMENT = str(getattr(workflow.deployment_settings, "deployment_method", ""))
+PYTHON = "python" if "conda" in DEPLOYMENT else sys.executable
 TINY = config["base_model"] == "tiny"
 BENCHMARKS = list(config["eval"]["benchmarks"])
+SYN = config["data"]["synthetic"]
+SYN_BENCHMARKS = {
+    name: f"data/bench/{name}.json"
+    for name in ["vsi_bench", *SYN.get("benchmark_sizes", {})]
+}
+SLURM_KEYS = {
+    "partition": "slurm_partition",
+    "account": "slurm_account",
+    "slurm_extra": "slurm_extra",
+}
 
 
 wildcard_constraints:
     iter=r"\d+",
     bench="|".join(BENCHMARKS),
+    ckpt=r"base|iter\d+",
+    evaldir=r"eval|eval_grpo",
 
 
-def as_json(obj):
-    """A config section as one JSON argument (shell commands quote it with :q)."""
-    return json.dumps(obj, sort_keys=True)
+def get_final_output():
+    return expand(
+        "iter{iter}/eval/{bench}.json", iter=config["iterations"], bench=BENCHMARKS
+    )
 
 
 def python_script(name):
@@ -40,12 +66,76 @@ def python_script(name):
     return [PYTHON, os.path.join(SCRIPTS, f"{name}.py")]
 
 
-def base_model_path():
+def launcher(name):
+    """argv prefix running scripts/<name>.py under scripts/launch.py with the processes
+    of the rule ``name``."""
+    r = rule_settings(config, name)
+    return [
+        *python_script("launch"),
+        *("--nodes", str(r["nodes"]), "--procs-per-node", str(r["procs_per_node"])),
+        *("--port", str(config["train"]["master_port"]), "--mpi", "srun"),
+        *("--", os.path.join(SCRIPTS, f"{name}.py")),
+    ]
+
+
+def as_json(obj):
+    """A config section as one JSON argument (shell commands quote it with :q)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def policy_args(*sections):
+    cfg = {
+        "dtype": config["dtype"],
+        "attn_implementation": config.get("attn_implementation"),
+        "prompts": config["prompts"],
+        "media": config["media"],
+        "train": config["train"],
+    }
+    for s in sections:
+        cfg[s] = config[s]
+    return cfg
+
+
+def rule_resources(name):
+    """Resources of the rule ``name`` from config ``resources`` (its entry over
+    ``default``), in the SLURM executor plugin's names. runtime and mem_mb grow with the
+    attempt, so --retries asks for more."""
+    r = rule_settings(config, name)
+    out = {
+        "runtime": lambda wc, attempt: r["runtime"] * attempt,
+        "mem_mb": lambda wc, attempt: r["mem_mb"] * attempt,
+        "cpus_per_task": r["cpus_per_task"],
+        "nodes": r["nodes"],
+        # one task per node: the launcher (veripo/train/launch.py) starts its processes
+        "tasks": r["nodes"],
+        "procs_per_node": r["procs_per_node"],
+    }
+    if r["gpus_per_node"]:
+        # per node; `gpu=N` would mean N for the whole job
+        out["gres"] = f"gpu:{r['gpus_per_node']}"
+        # Without this the plugin asks for --ntasks-per-gpu=<tasks> and the job step
+        # runs the command once per GPU (plugin issues #316/#459); our launcher starts
+        # the per-GPU processes itself.
+        out["tasks_per_gpu"] = 0
+    for key, plugin_key in SLURM_KEYS.items():
+        if r[key]:
+            out[plugin_key] = r[key]
+    return out
+
+
+def training_resources(name):
+    """As rule_resources; on several nodes plus mpi="srun": the job step then runs the
+    command once, without its own srun, and the launcher runs `srun -n <nodes>` itself
+    (one launcher per node). On one node the job step's own single-task srun runs the
+    launcher (the plugin refuses mpi with one task)."""
+    res = rule_resources(name)
+    return {**res, "mpi": "srun"} if res["nodes"] > 1 else res
+
+
+def base_model():
+    """The base model as the scripts take it: the tiny one built here, a path or a hub
+    id."""
     return "base/model" if TINY else config["base_model"]
-
-
-def base_model_input(wildcards=None):
-    return ["base/model"] if TINY else []
 
 
 def model_of_iteration(k):
@@ -54,17 +144,23 @@ def model_of_iteration(k):
     return "iter0/grpo/model" if k == 0 else f"iter{k}/dpo/model"
 
 
-def grpo_start_model(wildcards):
+def as_model_input(model):
+    """The input list naming ``model``, empty for a configured base model: that comes
+    from outside the workflow (a hub id or the user's folder); the tiny one is built
+    here."""
+    return [] if model == config["base_model"] else [model]
+
+
+def get_grpo_start_model(wildcards):
     k = int(wildcards.iter)
-    return base_model_path() if k == 0 else model_of_iteration(k - 1)
+    return base_model() if k == 0 else model_of_iteration(k - 1)
 
 
-def grpo_start_input(wildcards):
-    k = int(wildcards.iter)
-    return base_model_input() if k == 0 else [model_of_iteration(k - 1)]
+def get_grpo_start_input(wildcards):
+    return as_model_input(get_grpo_start_model(wildcards))
 
 
-def grpo_queries(wildcards):
+def get_grpo_queries(wildcards):
     k = int(wildcards.iter)
     if k == 0:
         return config["data"]["train_activation"]
@@ -73,107 +169,45 @@ def grpo_queries(wildcards):
     return f"iter{k - 1}/data/train_video.jsonl"
 
 
-def verifier_rollouts(wildcards):
-    """What the verifier judges: the GRPO stage's logged rollouts, or a fresh sampling pass (verifier.rollouts.source)."""
+def get_grpo_stage_name(wildcards):
+    return "activation" if int(wildcards.iter) == 0 else "video"
+
+
+def get_grpo_config(wildcards):
+    stage = grpo_stage(config, int(wildcards.iter))
+    return as_json({**policy_args(), "grpo": stage})
+
+
+def get_verifier_sample_config(wildcards):
+    stage = grpo_stage(config, int(wildcards.iter))
+    rollouts = config["verifier"]["rollouts"]
+    return as_json({**policy_args(), "grpo": stage, "rollouts": rollouts})
+
+
+def get_verifier_rollouts(wildcards):
+    """What the verifier judges: the GRPO stage's logged rollouts, or a fresh sampling
+    pass (verifier.rollouts.source)."""
     if config["verifier"]["rollouts"]["source"] == "fresh":
         return f"iter{wildcards.iter}/verifier/rollouts.jsonl"
     return f"iter{wildcards.iter}/grpo/rollouts.jsonl"
 
 
-def policy_args(*sections):
-    cfg = {"dtype": config["dtype"], "attn_implementation": config.get("attn_implementation"),
-           "prompts": config["prompts"], "media": config["media"], "train": config["train"]}
-    for s in sections:
-        cfg[s] = config[s]
-    return cfg
+def dpo_decision(wildcards, stats_path, on_too_few):
+    with open(stats_path) as fh:
+        n_pairs = json.load(fh)["pairs"]
+    min_pairs = config["dpo"]["min_pairs"]
+    return dpo_gate(int(wildcards.iter), n_pairs, min_pairs, on_too_few)
 
 
-def grpo_args(wildcards):
-    cfg = policy_args()
-    cfg["grpo"] = grpo_stage(config, int(wildcards.iter))
-    return as_json(cfg)
-
-
-def rule_resources(name):
-    """Resources of rule ``name`` from config ``resources`` (its entry over ``default``), in the
-    SLURM executor plugin's names. runtime and mem_mb grow with the attempt, so --retries asks for more."""
-    r = rule_settings(config, name)
-    out = {
-        "runtime": lambda wc, attempt: r["runtime"] * attempt,
-        "mem_mb": lambda wc, attempt: r["mem_mb"] * attempt,
-        "cpus_per_task": r["cpus_per_task"],
-        "nodes": r["nodes"],
-        # one task per node: the launcher (veripo/train/launch.py) starts the node's processes itself
-        "tasks": r["nodes"],
-        "procs_per_node": r["procs_per_node"],
-    }
-    if r["gpus_per_node"]:
-        out["gres"] = f"gpu:{r['gpus_per_node']}"  # per node; `gpu=N` would mean N for the whole job
-        # Without this the plugin asks for --ntasks-per-gpu=<tasks> and the job step runs the command
-        # once per GPU (plugin issues #316/#459); our launcher starts the per-GPU processes itself.
-        out["tasks_per_gpu"] = 0
-    for key, plugin_key in (("partition", "slurm_partition"), ("account", "slurm_account"),
-                            ("slurm_extra", "slurm_extra")):
-        if r[key]:
-            out[plugin_key] = r[key]
-    return out
-
-
-def training_resources(name):
-    """As rule_resources; on several nodes plus mpi="srun": the job step then runs the rule's command
-    once, without its own srun, and the launcher runs `srun -n <nodes>` itself (one launcher per node).
-    On one node the job step's own single-task srun runs the launcher (the plugin refuses mpi with one task)."""
-    res = rule_resources(name)
-    return {**res, "mpi": "srun"} if res["nodes"] > 1 else res
-
-
-def launcher(name):
-    """argv prefix running scripts/<name>.py under scripts/launch.py with rule ``name``'s processes."""
-    r = rule_settings(config, name)
-    return [*python_script("launch"), "--nodes", str(r["nodes"]), "--procs-per-node", str(r["procs_per_node"]),
-            "--port", str(config["train"]["master_port"]), "--mpi", "srun", "--", os.path.join(SCRIPTS, f"{name}.py")]
-
-
-# Evaluation: which checkpoint {ckpt}/{evaldir} names, and the benchmark's settings.
-from veripo.eval.settings import check_benchmarks, job_settings
-
-try:
-    check_benchmarks(config["eval"])
-except ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
-
-
-def bench_cfg(wildcards):
-    return config["eval"]["benchmarks"][wildcards.bench]
-
-
-def eval_model(wildcards):
-    """Checkpoint evaluated under {ckpt}/{evaldir}: a directory, or the base model's hub id."""
-    if wildcards.ckpt == "base":
-        if wildcards.evaldir != "eval":
-            raise WorkflowError(f"base/{wildcards.evaldir}: the base model has no GRPO checkpoint; use base/eval/")
-        return base_model_path()
-    k = int(wildcards.ckpt.removeprefix("iter"))
-    return f"iter{k}/grpo/model" if wildcards.evaldir == "eval_grpo" else model_of_iteration(k)
-
-
-def eval_model_input(wildcards):
-    return base_model_input() if wildcards.ckpt == "base" else [eval_model(wildcards)]
-
-
-# DPO gate: dpo_train's pair input, decided once dpo_build_pairs (a checkpoint) has counted the pairs.
-from snakemake.logging import logger
-
-from veripo.verify.gate import dpo_gate
-
+# Iterations whose skip was announced: Snakemake calls get_dpo_pairs more than once.
 _ANNOUNCED = set()
 
 
-def dpo_train_pairs(wildcards):
+def get_dpo_pairs(wildcards):
+    """dpo_train's pairs, decided once dpo_build_pairs (a checkpoint) has counted
+    them."""
     out = checkpoints.dpo_build_pairs.get(iter=wildcards.iter).output
-    with open(out.stats) as fh:
-        n_pairs = json.load(fh)["pairs"]
-    gate = dpo_gate(int(wildcards.iter), n_pairs, config["dpo"]["min_pairs"], config["dpo"]["on_too_few_pairs"])
+    gate = dpo_decision(wildcards, out.stats, config["dpo"]["on_too_few_pairs"])
     if gate["decision"] == "stop":
         raise WorkflowError(gate["message"])
     if gate["decision"] == "skip":
@@ -182,3 +216,39 @@ def dpo_train_pairs(wildcards):
             logger.warning(gate["message"])
         return f"iter{wildcards.iter}/dpo/pairs_skipped.jsonl"
     return out.pairs
+
+
+def get_dpo_skip_message(wildcards, input):
+    return dpo_decision(wildcards, input.stats, "skip")["message"]
+
+
+def get_eval_model(wildcards):
+    """Checkpoint evaluated under {ckpt}/{evaldir}: a directory, or the base model's hub
+    id."""
+    if wildcards.ckpt == "base":
+        if wildcards.evaldir != "eval":
+            raise WorkflowError(
+                f"base/{wildcards.evaldir}: the base model has no GRPO checkpoint; "
+                "use base/eval/"
+            )
+        return base_model()
+    k = int(wildcards.ckpt.removeprefix("iter"))
+    if wildcards.evaldir == "eval_grpo":
+        return f"iter{k}/grpo/model"
+    return model_of_iteration(k)
+
+
+def get_eval_model_input(wildcards):
+    return as_model_input(get_eval_model(wildcards))
+
+
+def get_eval_questions(wildcards):
+    return config["eval"]["benchmarks"][wildcards.bench]["questions"]
+
+
+def get_eval_video_root(wildcards):
+    return config["eval"]["benchmarks"][wildcards.bench]["video_root"]
+
+
+def get_eval_config(wildcards):
+    return as_json(job_settings(config, wildcards.bench))

@@ -1,53 +1,59 @@
 # Pair-Fast-Align: pairs from the verdicts, then DPO from iteration k's GRPO model.
 #
-# dpo_build_pairs is a checkpoint: once the pairs exist, dpo_train_pairs() compares their number with
-# dpo.min_pairs. Enough: dpo_train learns from them. Too few and on_too_few_pairs is "stop": the
-# workflow stops with a message naming the iteration and the numbers. "skip": the DAG gains
-# dpo_skip_pairs, dpo_train gets its empty pair file and saves the GRPO model unchanged, so
-# iterK/dpo/model (what model_of_iteration() names) always exists and is then the GRPO model.
+# dpo_build_pairs is a checkpoint: once the pairs exist, get_dpo_pairs() compares their
+# number with dpo.min_pairs. Enough: dpo_train learns from them. Too few and
+# on_too_few_pairs is "stop": the workflow stops with a message naming the iteration and
+# the numbers. "skip": the DAG gains dpo_skip_pairs, dpo_train gets its empty pair file
+# and saves the GRPO model unchanged, so iterK/dpo/model (what model_of_iteration()
+# names) always exists and is then the GRPO model.
+
+
 checkpoint dpo_build_pairs:
     input:
-        rollouts=verifier_rollouts,
+        rollouts=get_verifier_rollouts,
         verdicts="iter{iter}/verifier/verdicts.jsonl",
         model="iter{iter}/grpo/model",
     output:
         pairs="iter{iter}/dpo/pairs.jsonl",
         stats="iter{iter}/dpo/pair_stats.json",
-    params:
-        cmd=python_script("dpo_build_pairs"),
-        cfg=lambda wc: as_json(config["pairs"]),
-    resources:
-        **rule_resources("dpo_build_pairs"),
+        settings="iter{iter}/dpo/pairs_settings.json",
     log:
         "logs/dpo_build_pairs/iter{iter}.log",
     benchmark:
         "logs/benchmarks/dpo_build_pairs/iter{iter}.tsv"
     conda:
         "../envs/train.yaml"
+    resources:
+        **rule_resources("dpo_build_pairs"),
+    params:
+        cmd=python_script("dpo_build_pairs"),
+        cfg=lambda wc: as_json(config["pairs"]),
     shell:
         "{params.cmd:q} --rollouts {input.rollouts:q} --verdicts {input.verdicts:q} "
-        "--model {input.model:q} --config {params.cfg:q} --out {output.pairs:q} --stats {output.stats:q} 2> {log:q}"
+        "--model {input.model:q} --config {params.cfg:q} --out {output.pairs:q} "
+        "--stats {output.stats:q} --out-settings {output.settings:q} 2> {log:q}"
 
 
-# Only in the DAG when dpo_train_pairs() decides "skip": the empty pair set dpo_train then gets.
+# Only in the DAG when get_dpo_pairs() decides "skip": the empty pair set dpo_train
+# then gets.
 rule dpo_skip_pairs:
     input:
         stats="iter{iter}/dpo/pair_stats.json",
     output:
         "iter{iter}/dpo/pairs_skipped.jsonl",
-    params:
-        msg=lambda wc, input: dpo_gate(int(wc.iter), json.load(open(input.stats))["pairs"], config["dpo"]["min_pairs"],
-                                       "skip")["message"],
-    message:
-        "Too few DPO pairs in iteration {wildcards.iter}: its DPO stage is skipped (dpo.on_too_few_pairs: skip)"
-    resources:
-        **rule_resources("dpo_build_pairs"),
     log:
         "logs/dpo_skip_pairs/iter{iter}.log",
     benchmark:
         "logs/benchmarks/dpo_skip_pairs/iter{iter}.tsv"
     conda:
         "../envs/cpu.yaml"
+    resources:
+        **rule_resources("dpo_build_pairs"),
+    params:
+        msg=get_dpo_skip_message,
+    message:
+        "Too few DPO pairs in iteration {wildcards.iter}: its DPO stage is skipped "
+        "(dpo.on_too_few_pairs: skip)"
     shell:
         "printf '%s\\n' {params.msg:q} > {log:q} && : > {output:q}"
 
@@ -55,25 +61,28 @@ rule dpo_skip_pairs:
 rule dpo_train:
     input:
         model="iter{iter}/grpo/model",
-        pairs=dpo_train_pairs,
+        pairs=get_dpo_pairs,
     output:
         model=directory("iter{iter}/dpo/model"),
         metrics="iter{iter}/dpo/metrics.jsonl",
         heldout="iter{iter}/dpo/heldout.json",
-    params:
-        cfg=lambda wc: as_json(policy_args("dpo")),
-        ckpt="checkpoints/iter{iter}/dpo",
-        cmd=launcher("dpo_train"),
-    threads: 2
-    resources:
-        **training_resources("dpo_train"),
+        settings="iter{iter}/dpo/settings.json",
     log:
         "logs/dpo_train/iter{iter}.log",
     benchmark:
         "logs/benchmarks/dpo_train/iter{iter}.tsv"
     conda:
         "../envs/train.yaml"
+    threads: 2
+    resources:
+        **training_resources("dpo_train"),
+    params:
+        cfg=lambda wc: as_json(policy_args("dpo")),
+        ckpt="checkpoints/iter{iter}/dpo",
+        cmd=launcher("dpo_train"),
     shell:
-        "{params.cmd:q} --model {input.model:q} --pairs {input.pairs:q} --config {params.cfg:q} "
-        "--out-model {output.model:q} --out-metrics {output.metrics:q} --out-heldout {output.heldout:q} "
+        "{params.cmd:q} --model {input.model:q} --pairs {input.pairs:q} "
+        "--config {params.cfg:q} "
+        "--out-model {output.model:q} --out-metrics {output.metrics:q} "
+        "--out-heldout {output.heldout:q} --out-settings {output.settings:q} "
         "--checkpoint-dir {params.ckpt:q} 2> {log:q}"

@@ -1,48 +1,52 @@
-# The Rollout-Aware Verifier over the rollouts of iteration k's video GRPO stage: those logged during
-# training, or (verifier.rollouts.source: fresh) a new sampling pass from the stage's checkpoint.
+# The Rollout-Aware Verifier over the rollouts of iteration k's video GRPO stage: those
+# logged during training, or (verifier.rollouts.source: fresh) a new sampling pass from
+# the stage's checkpoint.
 
 
 rule verifier_sample:
     input:
         model="iter{iter}/grpo/model",
-        data=grpo_queries,
+        data=get_grpo_queries,
     output:
-        "iter{iter}/verifier/rollouts.jsonl",
-    params:
-        cmd=python_script("verifier_sample"),
-        cfg=lambda wc: as_json({**policy_args(), "grpo": grpo_stage(config, int(wc.iter)),
-                                "rollouts": config["verifier"]["rollouts"]}),
-    resources:
-        **rule_resources("verifier_sample"),
+        rollouts="iter{iter}/verifier/rollouts.jsonl",
+        settings="iter{iter}/verifier/sample_settings.json",
     log:
         "logs/verifier_sample/iter{iter}.log",
     benchmark:
         "logs/benchmarks/verifier_sample/iter{iter}.tsv"
     conda:
         "../envs/train.yaml"
+    resources:
+        **rule_resources("verifier_sample"),
+    params:
+        cmd=python_script("verifier_sample"),
+        cfg=get_verifier_sample_config,
     shell:
-        "{params.cmd:q} --model {input.model:q} --data {input.data:q} --config {params.cfg:q} "
-        "--iteration {wildcards.iter:q} --out {output:q} 2> {log:q}"
+        "{params.cmd:q} --model {input.model:q} --data {input.data:q} "
+        "--config {params.cfg:q} --iteration {wildcards.iter:q} "
+        "--out {output.rollouts:q} --out-settings {output.settings:q} 2> {log:q}"
 
 
 rule verifier_judge:
     input:
-        rollouts=verifier_rollouts,
+        rollouts=get_verifier_rollouts,
         model="iter{iter}/grpo/model",
     output:
         verdicts="iter{iter}/verifier/verdicts.jsonl",
         stats="iter{iter}/verifier/stats.json",
-    params:
-        cmd=python_script("verifier_judge"),
-        cfg=lambda wc: as_json(config["verifier"]),
-    resources:
-        **rule_resources("verifier_judge"),
+        settings="iter{iter}/verifier/settings.json",
     log:
         "logs/verifier_judge/iter{iter}.log",
     benchmark:
         "logs/benchmarks/verifier_judge/iter{iter}.tsv"
     conda:
         "../envs/train.yaml"
+    resources:
+        **rule_resources("verifier_judge"),
+    params:
+        cmd=python_script("verifier_judge"),
+        cfg=lambda wc: as_json(config["verifier"]),
     shell:
         "{params.cmd:q} --rollouts {input.rollouts:q} --model {input.model:q} "
-        "--config {params.cfg:q} --out {output.verdicts:q} --stats {output.stats:q} 2> {log:q}"
+        "--config {params.cfg:q} --out {output.verdicts:q} "
+        "--stats {output.stats:q} --out-settings {output.settings:q} 2> {log:q}"

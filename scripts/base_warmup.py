@@ -8,32 +8,22 @@ from veripo.cli import JSON, main_guard, progress, setup_logging
 @click.command()
 @click.option("--model", "model_path", required=True)
 @click.option("--data", required=True, help="warm-up queries (JSONL)")
-@click.option("--config", "cfg", type=JSON, required=True, help="{warmup, media, prompts, dtype}")
+@click.option("--config", "cfg", type=JSON, required=True, help="{warmup, train, media, prompts, dtype}")
 @click.option("--out", required=True)
 @click.option("--metrics", required=True)
+@click.option("--out-settings", default=None,
+              help="effective settings (JSON); default: warmup_settings.json beside the model")
 @main_guard
-def main(model_path, data, cfg, out, metrics):
+def main(model_path, data, cfg, out, metrics, out_settings):
     setup_logging()
-    import torch
+    from veripo.stage_config import WarmupJob, settings_path
+    from veripo.train import warmup
 
-    from veripo.model import policy
-
-    from veripo.data import queries
-
-    from veripo.train import warmup as sft
-    from veripo.jsonio import write_jsonl
-    from veripo.train.engine import TrainEngine
-    from veripo.train.checkpoints import save_checkpoint
-
-    w = cfg["warmup"]
-    torch.manual_seed(w["seed"])
-    records = queries.load_queries(data)
-    model, processor = policy.load_policy(model_path, cfg["dtype"])
-    policy.configure_processor(processor, cfg["media"])
-    rows = sft.train_sft(model, processor, records, cfg["prompts"], cfg["media"], w["steps"], w["batch_size"],
-                         w["lr"], w["trace_mix"], w["seed"], progress=progress)
-    save_checkpoint(TrainEngine(model, w["lr"], 0.0, 1.0, "torch"), processor, out, {"stage": "warmup", "from": model_path, "steps": w["steps"]})
-    write_jsonl(metrics, rows)
+    job = WarmupJob.from_config(cfg)
+    outputs = warmup.WarmupOutputs(out, metrics, out_settings or settings_path(out, "warmup_settings.json"))
+    rows = warmup.run_job(model_path, data, job, outputs, progress=progress)
+    click.echo(f"{len(rows)} warm-up steps, final loss {rows[-1]['loss']:.3f}" if rows else "no warm-up steps",
+               err=True)
 
 
 if __name__ == "__main__":

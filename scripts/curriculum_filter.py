@@ -1,4 +1,6 @@
 """Next iteration's queries: drop a seeded fraction of the simple ones (all rollouts right)."""
+import os
+
 import _bootstrap  # noqa: F401
 import click
 
@@ -13,22 +15,14 @@ from veripo.cli import JSON, main_guard, setup_logging
 @main_guard
 def main(data, rollouts, cfg, out):
     setup_logging()
-    import os
-
-    from veripo.data.curriculum import discard_simple
-    from veripo.jsonio import read_jsonl, unique_index, write_jsonl
+    from veripo.data.curriculum import next_queries
     from veripo.data.queries import load_queries
+    from veripo.jsonio import read_jsonl, unique_index, write_jsonl
 
     records = load_queries(data, check_media=False)
     rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "reward_accuracy"))
     unique_index(rows, "rollout_id", rollouts)
-    kept, dropped = discard_simple(records, rows, cfg["discard_fraction"], cfg["seed"])
-    # media paths were resolved against the run directory; rewrite them relative to the new file
-    out_dir = os.path.dirname(out) or "."
-    for r in kept:
-        for key in ("video", "image"):
-            if r.get(key) and not os.path.isabs(r[key]):
-                r[key] = os.path.relpath(r[key], out_dir)
+    kept, dropped = next_queries(records, rows, cfg["discard_fraction"], cfg["seed"], os.path.dirname(out) or ".")
     write_jsonl(out, kept)
     click.echo(f"kept {len(kept)} of {len(records)} queries; dropped {len(dropped)} simple: {dropped}", err=True)
 

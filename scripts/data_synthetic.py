@@ -8,43 +8,40 @@ import click
 from veripo.cli import JSON, main_guard, setup_logging
 
 
+def _benchmark_paths(ctx, param, items) -> dict[str, str]:
+    paths = {}
+    for item in items:
+        name, _, path = item.partition("=")
+        if not name or not path:
+            raise click.BadParameter(f"{item!r}: expected NAME=PATH")
+        paths[name] = path
+    return paths
+
+
 @click.command()
 @click.option("--spec", type=JSON, required=True, help="config data.synthetic section (JSON)")
 @click.option("--warmup", "warmup_out", required=True)
 @click.option("--train-video", required=True)
 @click.option("--train-activation", required=True)
 @click.option("--benchmark", "benchmarks", multiple=True, required=True, metavar="NAME=PATH",
-              help="a question file to write in benchmark NAME's format (repeatable)")
+              callback=_benchmark_paths, help="a question file to write in benchmark NAME's format (repeatable)")
 @main_guard
 def main(spec, warmup_out, train_video, train_activation, benchmarks):
     setup_logging()
-    from veripo.data import synthetic
-    from veripo.data import synthetic_benchmarks
+    from veripo.data.synthetic_plan import benchmark_sizes, make_synthetic_data
     from veripo.jsonio import write_json, write_jsonl
 
-    s = spec
-    vid = dict(size=s["video_size"], fps=s["video_fps"], seconds=s["video_seconds"])
-    out_dir = os.path.dirname(train_video)
-    warm = synthetic.make_video_set(out_dir, s["n_warmup"], s["seed"] + 1, s["tasks"], prefix="w", **vid)
-    warm += [dict(r, id="w" + r["id"]) for r in synthetic.make_activation_set(
-        os.path.join(out_dir, "warmup_activation"), s["n_train_activation"], s["seed"] + 2, s["video_size"])]
-    for r in warm:
-        if r.get("image"):
-            r["image"] = os.path.join("warmup_activation", r["image"])
-    write_jsonl(warmup_out, warm)
-    write_jsonl(train_video, synthetic.make_video_set(out_dir, s["n_train_video"], s["seed"] + 3, s["tasks"],
-                                                      prefix="v", **vid))
-    write_jsonl(train_activation, synthetic.make_activation_set(out_dir, s["n_train_activation"], s["seed"] + 4,
-                                                                s["video_size"]))
-    sizes = {"vsi_bench": s["n_benchmark"], **s.get("benchmark_sizes", {})}
-    offsets = {name: 5 + i for i, name in enumerate(("vsi_bench", *synthetic_benchmarks.WRITERS))}
-    for item in benchmarks:
-        name, _, path = item.partition("=")
-        if name not in sizes or not path:
-            raise click.BadParameter(f"{item!r}: expected NAME=PATH with NAME one of {', '.join(sizes)}",
-                                     param_hint="--benchmark")
-        write_json(path, synthetic_benchmarks.write_benchmark(name, os.path.dirname(path), sizes[name],
-                                                              s["seed"] + offsets[name], **vid))
+    unknown = sorted(set(benchmarks) - set(benchmark_sizes(spec)))
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: expected names among {', '.join(benchmark_sizes(spec))} "
+                                 f"(data.synthetic.benchmark_sizes)", param_hint="--benchmark")
+    data = make_synthetic_data(spec, os.path.dirname(train_video),
+                               {name: os.path.dirname(path) for name, path in benchmarks.items()})
+    write_jsonl(warmup_out, data.warmup)
+    write_jsonl(train_video, data.train_video)
+    write_jsonl(train_activation, data.train_activation)
+    for name, path in benchmarks.items():
+        write_json(path, data.benchmarks[name])
 
 
 if __name__ == "__main__":

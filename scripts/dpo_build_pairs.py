@@ -12,38 +12,18 @@ from veripo.cli import JSON, main_guard, setup_logging
 @click.option("--config", "cfg", type=JSON, required=True, help="pairs section")
 @click.option("--out", required=True)
 @click.option("--stats", "stats_out", required=True)
+@click.option("--out-settings", default=None,
+              help="effective settings (JSON); default: pairs_settings.json beside --out")
 @main_guard
-def main(rollouts, verdicts, model_path, cfg, out, stats_out):
+def main(rollouts, verdicts, model_path, cfg, out, stats_out, out_settings):
     setup_logging()
-    from transformers import AutoTokenizer
+    from veripo.stage_config import PairsConfig, settings_path
+    from veripo.verify import pairs_job
 
-    from veripo.jsonio import read_jsonl, require_types, write_json, write_jsonl
-    from veripo.verify.pairs import build_all_pairs, is_chosen, join_verdicts
-    from veripo.train.rollouts import check_completion_ids
-    from veripo.verify.stats import pair_statistics
-
-    rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "completion", "completion_ids", "query"))
-    require_types(rows, {"completion": str, "query": dict}, rollouts)
-    check_completion_ids(rows, rollouts)
-    groups = join_verdicts(rows, read_jsonl(verdicts, required=("rollout_id", "query_id", "checks", "clean")),
-                           rollouts, verdicts)
-    tok = AutoTokenizer.from_pretrained(model_path)
-    eos = tok.convert_tokens_to_ids("<|im_end|>")
-
-    def count(think: str) -> int:
-        return len(tok(think, add_special_tokens=False)["input_ids"])
-
-    def tokenize(text: str) -> list[int]:
-        # a constructed (reflection) completion is complete: it ends as a sampled one that stopped would
-        return tok(text, add_special_tokens=False)["input_ids"] + [eos]
-
-    pairs, dropped = build_all_pairs(groups, cfg, tokenize, count)
-    write_jsonl(out, pairs)
-    with_chosen = sum(any(is_chosen(v) for _, v in g) for g in groups.values())
-    stats = pair_statistics(pairs, len(groups), with_chosen, dropped)
-    write_json(stats_out, stats)
-    click.echo(f"{len(pairs)} pairs from {len(groups)} queries ({with_chosen} with a chosen rollout): "
-               f"{stats['by_kind']}; dropped {stats['dropped']}", err=True)
+    outputs = pairs_job.PairOutputs(out, stats_out, out_settings or settings_path(out, "pairs_settings.json"))
+    stats = pairs_job.build_pairs_job(rollouts, verdicts, model_path, PairsConfig.from_config(cfg), outputs)
+    click.echo(f"{stats['pairs']} pairs from {stats['queries']} queries ({stats['queries_with_chosen']} with a "
+               f"chosen rollout): {stats['by_kind']}; dropped {stats['dropped']}", err=True)
 
 
 if __name__ == "__main__":

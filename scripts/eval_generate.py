@@ -10,16 +10,19 @@ from veripo.cli import JSON, main_guard, progress, set_threads, setup_logging
 @click.option("--benchmark", required=True)
 @click.option("--questions", required=True, help="the benchmark's question file")
 @click.option("--video-root", required=True, help="folder the records' video_path is relative to")
-@click.option("--config", "cfg", type=JSON, required=True, help="veripo.eval.settings.job_settings(config, bench)")
+@click.option("--config", "cfg", type=JSON, required=True,
+              help="the benchmark's EvalJob (veripo.eval.settings.job_settings)")
 @click.option("--out", required=True, help="predictions JSONL, in place once every question is answered")
-@click.option("--run-info", required=True, help="JSON written with it: backend, media, skipped questions")
+@click.option("--run-info", required=True, help="JSON written with it: the whole EvalJob, backend, skipped questions")
 @main_guard
 def main(model_path, benchmark, questions, video_root, cfg, out, run_info):
     setup_logging()
     set_threads()
     from veripo.eval.job import run_generation
+    from veripo.stage_config import EvalJob
 
-    info = run_generation(model_path, benchmark, questions, video_root, cfg, out, run_info, progress=progress)
+    info = run_generation(model_path, benchmark, questions, video_root, EvalJob.from_config(cfg), out, run_info,
+                          progress=progress)
     click.echo(f"{benchmark}: {info['n_answered']} of {info['n_questions']} questions answered with "
                f"{info['generation']['backend']}, {info['skipped']} skipped", err=True)
 

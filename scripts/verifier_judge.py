@@ -11,27 +11,15 @@ from veripo.cli import JSON, main_guard, progress, setup_logging
 @click.option("--config", "cfg", type=JSON, required=True, help="verifier section")
 @click.option("--out", required=True)
 @click.option("--stats", "stats_out", required=True)
+@click.option("--out-settings", default=None, help="effective settings (JSON); default: settings.json beside --out")
 @main_guard
-def main(rollouts, model_path, cfg, out, stats_out):
+def main(rollouts, model_path, cfg, out, stats_out, out_settings):
     setup_logging()
-    import logging
-
-    from transformers import AutoTokenizer
-
+    from veripo.stage_config import VerifierConfig, settings_path
     from veripo.verify import verifier
-    from veripo.jsonio import read_jsonl, require_types, unique_index, write_json, write_jsonl
-    from veripo.verify.stats import verdict_statistics
 
-    rows = read_jsonl(rollouts, required=("rollout_id", "query_id", "completion", "query", "iteration"))
-    unique_index(rows, "rollout_id", rollouts)
-    require_types(rows, {"completion": str, "query": dict}, rollouts)
-    tok = AutoTokenizer.from_pretrained(model_path)
-    judge = verifier.get_judge(cfg["judge"])
-    logging.getLogger("verifier").info("judge %s on %d rollouts", judge.name, len(rows))
-    verdicts = verifier.verify_all(rows, tok, verifier.VerifierConfig.from_config(cfg), judge, progress=progress)
-    write_jsonl(out, verdicts)
-    stats = verdict_statistics(verdicts)
-    write_json(stats_out, stats)
+    outputs = verifier.VerifierOutputs(out, stats_out, out_settings or settings_path(out))
+    stats = verifier.run_job(rollouts, model_path, VerifierConfig.from_config(cfg), outputs, progress=progress)
     click.echo(f"{stats['rollouts']} rollouts, {stats['clean']} clean, judge {stats['checks']['consistency']}, "
                f"inconsistency rate {100 * stats['inconsistency_rate']:.1f}%", err=True)
 

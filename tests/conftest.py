@@ -79,3 +79,27 @@ def tiny_policy(tiny_dir, media):
     model, processor = policy.load_policy(tiny_dir)
     policy.configure_processor(processor, media)
     return model, processor
+
+
+FAIL_ONCE = """\
+import os
+import sys
+
+# Written by tests/conftest.py's fail_once_env: scripts/{script}.py fails on its first run, runs normally after.
+if os.path.basename(sys.argv[0] if sys.argv else "") == "{script}.py" and not os.path.exists({marker!r}):
+    open({marker!r}, "w").close()
+    sys.stderr.write("error: failing once on purpose (test fault injection, marker {marker})\\n")
+    sys.stderr.flush()
+    os._exit(3)  # SystemExit raised while site imports this module would abort the interpreter's start
+"""
+
+
+def fail_once_env(hook_dir, script, marker):
+    """The environment of a run in which scripts/<script>.py fails once (exit 3, creating ``marker``) and
+    runs normally afterwards: a sitecustomize first on PYTHONPATH, which every Python process of the run
+    imports at start, so the fault stays in the tests and reaches any process that inherits the
+    environment. SLURM jobs do: the executor plugin submits with sbatch --export=ALL."""
+    hook_dir.mkdir()
+    (hook_dir / "sitecustomize.py").write_text(FAIL_ONCE.format(script=script, marker=str(marker)))
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=str(hook_dir) + (os.pathsep + path if path else ""))

@@ -24,11 +24,11 @@ ROLLOUT = {"rollout_id": "q@r0#0", "query_id": "q", "completion": "<think>x</thi
            "query": {"answer": "A", "answer_type": "multiple_choice"}, "iteration": 1}
 
 
-def test_verifier_rejects_a_rollout_without_completion(tmp_path):
+def test_verifier_rejects_a_rollout_without_completion(tmp_path, default_config):
     roll = write(tmp_path / "rollouts.jsonl", [ROLLOUT, {k: v for k, v in ROLLOUT.items() if k != "completion"}])
     out = tmp_path / "verdicts.jsonl"
-    p = run("verifier_judge", "--rollouts", roll, "--model", tmp_path / "none", "--config", '{"judge": {"backend": "rule"}}',
-            "--out", out, "--stats", tmp_path / "stats.json")
+    p = run("verifier_judge", "--rollouts", roll, "--model", tmp_path / "none", "--config",
+            json.dumps(default_config["verifier"]), "--out", out, "--stats", tmp_path / "stats.json")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "rollouts.jsonl, line 2, field 'completion': missing required field" in p.stderr
     assert not out.exists()
@@ -59,13 +59,13 @@ def test_dpo_rejects_a_malformed_pair_line(tmp_path, default_config):
     assert not out.exists()
 
 
-def test_repeated_rollout_ids_stop_every_reader(tmp_path):
+def test_repeated_rollout_ids_stop_every_reader(tmp_path, default_config):
     """Rollout ids are unique within a stage; a repeated one names the file, line and field in the
     verifier, the pair builder and the curriculum alike."""
     roll = write(tmp_path / "rollouts.jsonl", [ROLLOUT, dict(ROLLOUT, completion="<think>y</think><answer>B</answer>")])
     want = "rollouts.jsonl, line 2, field 'rollout_id': duplicate rollout_id 'q@r0#0' (first on line 1)"
-    p = run("verifier_judge", "--rollouts", roll, "--model", tmp_path / "none", "--config", '{"judge": {"backend": "rule"}}',
-            "--out", tmp_path / "v.jsonl", "--stats", tmp_path / "s.json")
+    p = run("verifier_judge", "--rollouts", roll, "--model", tmp_path / "none", "--config",
+            json.dumps(default_config["verifier"]), "--out", tmp_path / "v.jsonl", "--stats", tmp_path / "s.json")
     assert p.returncode == 2 and want in p.stderr, p.stderr
     verdicts = write(tmp_path / "verdicts.jsonl", [{"rollout_id": "q@r0#0", "query_id": "q", "checks": {}, "clean": True}])
     p = run("dpo_build_pairs", "--rollouts", roll, "--verdicts", verdicts, "--model", tmp_path / "none",

@@ -41,7 +41,8 @@ def video_and_image_prompt(processor, record, templates, media):
     question = {"key": "mmmu", "video_path": record["video"], "question": "How many squares are there?",
                 "answer": "2", "answer_type": "math",
                 "raw": {"image": _png_base64({"direction": "up", "color": "red", "count": 2}, 64)}}
-    return eval_inputs.encode(processor, eval_inputs.prepare(processor, question, "", media, templates))
+    inp = eval_inputs.prepare(processor, question, "", media, templates)
+    return policy.encode(processor, inp.text, inp.video, inp.image)
 
 
 def completions(ro, row):

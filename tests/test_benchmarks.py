@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from veripo.eval.benchmarks import BENCHMARKS, OPTION_SUFFIX, load_benchmark
+from veripo.eval.benchmarks import BENCHMARKS, load_benchmark
+from veripo.prompts import MC_SUFFIX as OPTION_SUFFIX
 
 from veripo import jsonio
 

@@ -11,7 +11,8 @@ from veripo.train import launch
 
 from veripo.model import policy
 
-from veripo.train import warmup as sft
+from veripo.stage_config import PromptSetup, RunContext, WarmupConfig
+from veripo.train import warmup
 
 CFG = dict(rollouts_per_query=4, temperature=1.0, top_p=1.0, max_new_tokens=12, clip_eps=0.2, kl_coef=0.0,
            lr=1e-3, global_batch=4, rollout_batch=2, micro_batch=4, epochs=1, grad_clip=1.0, format_weight=0.5,
@@ -24,13 +25,14 @@ def test_grpo_on_deepspeed_zero(zero, tiny_dir, video_set, templates, media):
     model, processor = policy.load_policy(tiny_dir)
     policy.configure_processor(processor, media)
     # a random model earns no reward at all (no advantage, no update): teach it the format first
-    sft.train_sft(model, processor, video_set[:4], templates, media, steps=40, batch_size=4, lr=3e-3,
-                  mix={"right": 0.5, "wrong": 0.5}, seed=0)
+    prompts = PromptSetup(templates, media)
+    warmup.train_warmup(model, processor, video_set[:4], WarmupConfig(steps=40, batch_size=4, lr=3e-3, seed=0,
+                                                                      trace_mix={"right": 0.5, "wrong": 0.5}), prompts)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rows = []
-    engine, metrics = grpo.train_grpo(model, processor, video_set[:4], grpo.GRPOConfig(**CFG), templates, media,
-                                      "video", 1, rows.extend, engine_kind="deepspeed",
-                                      zero_config=f"configs/deepspeed/{zero}.json")
+    run = RunContext(stage="video", iteration=1, engine="deepspeed", zero_config=f"configs/deepspeed/{zero}.json")
+    engine, metrics = grpo.train_grpo(model, processor, video_set[:4], grpo.GRPOConfig(**CFG), prompts, run,
+                                      rows.extend)
     assert engine.zero_stage == int(zero[-1]) and len(rows) == 16 and len(metrics) == 4
     with engine.full_parameters():
         after = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}

@@ -23,6 +23,7 @@ from veripo.eval import job as eval_job
 
 from veripo.data import synthetic_benchmarks
 from veripo.eval.settings import job_settings
+from veripo.stage_config import EvalJob
 
 
 class MockLLM:
@@ -67,8 +68,6 @@ def test_backend_resolution(monkeypatch, mock_vllm):
     assert eval_backends.resolve_backend("auto") == "vllm"
     monkeypatch.setitem(sys.modules, "vllm", None)  # not importable
     assert eval_backends.resolve_backend("auto") == "hf"
-    with pytest.raises(ValueError, match="unknown eval backend 'tgi'"):
-        eval_backends.resolve_backend("tgi")
 
 
 @pytest.fixture()
@@ -84,8 +83,8 @@ def test_vllm_backend_through_the_eval_job(tmp_path, tiny_dir, default_config, m
     settings = job_settings(default_config, "tomato")
     settings["generation"].update(backend="auto", batch_size=3, vllm={"max_model_len": 4096})
     out, run_info = tmp_path / "p.jsonl", tmp_path / "r.json"
-    info = eval_job.run_generation(tiny_dir, "tomato", str(tomato / "tomato.json"), str(tomato), settings, str(out),
-                                   str(run_info))
+    info = eval_job.run_generation(tiny_dir, "tomato", str(tomato / "tomato.json"), str(tomato),
+                                   EvalJob.from_config(settings), str(out), str(run_info))
     [llm] = MockLLM.instances
     assert llm.model == tiny_dir
     assert llm.kwargs["limit_mm_per_prompt"] == {"video": 1, "image": 1}

@@ -22,6 +22,7 @@ from veripo.eval.benchmarks import load_benchmark
 from veripo.eval.backends.hf import Generation
 from veripo.eval.report import score_report
 from veripo.errors import InputError
+from veripo.stage_config import EvalJob
 
 SETTINGS = {
     "dtype": "float32", "attn_implementation": None, "prompts": {"option": "{Question}", "number": "{Question}"},
@@ -112,13 +113,14 @@ def test_skip_mode_skips_and_the_score_counts_them(tomato, tmp_path, monkeypatch
     monkeypatch.setattr(eval_backends, "load_backend", lambda *a: backend)
     settings = dict(SETTINGS, skip_missing_videos=True)
     out, run = tmp_path / "preds.jsonl", tmp_path / "run.json"
-    info = eval_job.run_generation("ckpt", "tomato", str(path), str(root), settings, str(out), str(run))
+    info = eval_job.run_generation("ckpt", "tomato", str(path), str(root), EvalJob.from_config(settings), str(out),
+                                   str(run))
     questions = load_benchmark("tomato", path)
     skipped = [questions[0]["key"], questions[1]["key"], questions[-1]["key"]]
     assert questions[0]["question_id"] == questions[1]["question_id"]  # TOMATO's repeated id, two keys
     assert info["skipped"] == 3 and [s["key"] for s in info["skipped_questions"]] == skipped
     assert sorted(backend.seen) == sorted(q["key"] for q in questions if q["key"] not in skipped)
-    assert json.loads(run.read_text()) == info
+    assert json.loads(run.read_text()) == info and info["settings"] == settings  # the whole EvalJob
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["key"] for p in lines] == backend.seen
     score = score_report("tomato", str(out), str(path), info, "ckpt", {"backend": "rule"})
@@ -168,10 +170,11 @@ def test_video_cut_at_80_percent_is_caught_before_generation(tomato, tmp_path, m
     monkeypatch.setattr(eval_backends, "load_backend", lambda *a: backend)
     out, run = tmp_path / "preds.jsonl", tmp_path / "run.json"
     with pytest.raises(InputError, match=re.escape(str(cut))):
-        eval_job.run_generation("ckpt", "tomato", str(path), str(root), SETTINGS, str(out), str(run))
+        eval_job.run_generation("ckpt", "tomato", str(path), str(root), EvalJob.from_config(SETTINGS), str(out),
+                                str(run))
     assert backend.seen == [] and not out.exists()
-    info = eval_job.run_generation("ckpt", "tomato", str(path), str(root), dict(SETTINGS, skip_missing_videos=True),
-                                   str(out), str(run))
+    info = eval_job.run_generation("ckpt", "tomato", str(path), str(root),
+                                   EvalJob.from_config(dict(SETTINGS, skip_missing_videos=True)), str(out), str(run))
     cut_key = questions[2]["key"]
     assert info["skipped"] == 1 and info["skipped_questions"][0]["key"] == cut_key
     assert info["skipped_questions"][0]["reason"].startswith("unreadable: ")

@@ -2,7 +2,7 @@ import pytest
 
 from veripo.data.curriculum import discard_simple, simple_query_ids
 from veripo.verify.judges.rule import rule_judge
-from veripo.verify.judges.verdicts import think_text
+from veripo.answers import extract_think as think_text
 from veripo.verify import pairs as pairs_mod
 from veripo.errors import InputError
 from veripo.verify.gate import dpo_gate

@@ -7,6 +7,7 @@ from veripo.train import dpo
 from veripo.train import grpo
 
 from veripo.model import policy
+from veripo.stage_config import PromptSetup, RunContext
 
 pytestmark = pytest.mark.slow
 
@@ -150,8 +151,10 @@ def test_dpo_raises_chosen_over_rejected_margin(tiny_policy, video_set, template
         p["chosen_ids"], p["rejected_ids"] = (policy.encode_completion(processor, p[s]).tolist() for s in ("chosen", "rejected"))
     heldout = [dict(pairs[0], pair_id="h0")]
     cfg = dpo.DPOConfig(beta=0.1, lr=1e-3, global_batch=2, epochs=4, nll_coef=0.0, grad_clip=1.0,
-                        freeze_vision=True, weight_decay=0.0, seed=0, checkpoint_every=100)
-    _, metrics, report = dpo.train_dpo(model, processor, pairs, cfg, templates, media, heldout=heldout)
+                        freeze_vision=True, weight_decay=0.0, seed=0, checkpoint_every=100, heldout_fraction=0.0,
+                        min_pairs=1, on_too_few_pairs="stop")
+    _, metrics, report = dpo.train_dpo(model, processor, pairs, cfg, PromptSetup(templates, media),
+                                       RunContext(stage="dpo"), heldout=heldout)
     assert metrics[0]["margin"] == pytest.approx(0.0, abs=1e-4)  # policy == reference at the first step
     assert metrics[-1]["margin"] > 1.0
     assert metrics[-1]["loss"] < metrics[0]["loss"]

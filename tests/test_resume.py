@@ -77,6 +77,9 @@ def test_killed_grpo_resumes_to_the_uninterrupted_model(tmp_path, tiny_dir, defa
     keys = [(r["round"], r["rollout_id"]) for r in rows]
     assert len(keys) == len(set(keys)) == 12 * 2 * 4  # every round once, nothing lost or duplicated
     assert not (cut / "ckpt").exists()  # cleared once the job finished
+    settings = json.loads((cut / "settings.json").read_text())
+    assert settings["config"]["grpo"] == g and settings["world_size"] == 1
+    assert settings["inputs"] == {"model": tiny_dir, "data": data} and settings["iteration"] == 1
 
 
 def test_killed_workflow_reruns_only_the_unfinished_job(tmp_path, default_config):
@@ -121,7 +124,8 @@ def dpo_settings(**changes):
     from veripo.train import dpo
 
     cfg = dpo.DPOConfig(beta=0.1, lr=1e-3, global_batch=1, epochs=3, nll_coef=0.0, grad_clip=1.0,
-                        freeze_vision=True, weight_decay=0.0, seed=0, checkpoint_every=2)
+                        freeze_vision=True, weight_decay=0.0, seed=0, checkpoint_every=2, heldout_fraction=0.0,
+                        min_pairs=1, on_too_few_pairs="stop")
     return {"dpo": dict(asdict(cfg), **changes), "world_size": 1}
 
 
@@ -181,6 +185,7 @@ def dpo_job(tiny_dir, media, templates, pairs, root, inputs):
     """train_dpo as the script runs it, with step checkpoints at steps 2 and 4 of 6."""
     from veripo.train import dpo
     from veripo.model import policy
+    from veripo.stage_config import PromptSetup, RunContext
     from veripo.train.checkpoints import StepCheckpointer, run_fingerprint
 
     model, processor = policy.load_policy(tiny_dir)
@@ -188,7 +193,8 @@ def dpo_job(tiny_dir, media, templates, pairs, root, inputs):
     settings = dpo_settings()
     cfg = dpo.DPOConfig(**settings["dpo"])
     ckpt = StepCheckpointer(root, run_fingerprint(inputs, settings))
-    engine, metrics, _ = dpo.train_dpo(model, processor, pairs, cfg, templates, media, checkpointer=ckpt)
+    engine, metrics, _ = dpo.train_dpo(model, processor, pairs, cfg, PromptSetup(templates, media),
+                                       RunContext(stage="dpo"), checkpointer=ckpt)
     return engine.module.state_dict(), metrics
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, fail_once_env
 from test_workflow import small_config
 
 pytestmark = [
@@ -113,7 +113,7 @@ def test_retry_after_a_failed_attempt(slurm, tmp_path, default_config):
     cfg = slurm_config(default_config)
     cfg["resources"]["grpo_train"] = {"nodes": 1, "mem_mb": 1000}
     marker = tmp_path / "failed-once"
-    env = dict(os.environ, VERIPO_FAIL_ONCE=f"data_synthetic:{marker}")
+    env = fail_once_env(tmp_path / "fail-once-hook", "data_synthetic", marker)
     before = {j["id"] for j in sacct_jobs()}
     out = run_slurm(tmp_path, cfg, "--retries", "1", "data/train_video.jsonl", env=env)
     assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]

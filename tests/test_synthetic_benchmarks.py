@@ -12,7 +12,8 @@ from veripo.data import synthetic
 from veripo.data import synthetic_benchmarks
 
 from veripo.media import decode as video
-from veripo.eval.benchmarks import BENCHMARKS, OPTION_SUFFIX, load_benchmark
+from veripo.eval.benchmarks import BENCHMARKS, load_benchmark
+from veripo.prompts import MC_SUFFIX as OPTION_SUFFIX
 from veripo.media.checks import decode_inline_image, find_media_problems
 
 SIZES = {"vsi_bench": 6, "video_mme": 7, "lvbench": 6, "tomato": 9, "mmvu": 6, "video_mmmu": 6}

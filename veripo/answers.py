@@ -17,7 +17,12 @@ import numpy as np
 
 ANSWER_TYPES = ("multiple_choice", "numeric", "math")
 
+# The response layout the prompts ask for; every reader of a response (scorer, rewards, verifier,
+# judges, pair builder) parses it with these patterns, so they cannot drift apart.
+RESPONSE_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+_THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_LAYOUT_RE = re.compile(rf"^\s*{_THINK_RE.pattern}\s*{_ANSWER_RE.pattern}\s*$", re.DOTALL)
 _CHOICE_LETTERS = "abcdefghij"
 _MRA_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 
@@ -26,6 +31,21 @@ def extract_answer(text: str) -> str | None:
     """Content of the first ``<answer>...</answer>``, stripped; None when the tags are missing."""
     match = _ANSWER_RE.search(text)
     return match.group(1).strip() if match else None
+
+
+def extract_think(text: str) -> str | None:
+    """Content of the first ``<think>...</think>``, stripped; None when the tags are missing."""
+    match = _THINK_RE.search(text)
+    return match.group(1).strip() if match else None
+
+
+def think_then_answer(text: str) -> tuple[str, str] | None:
+    """(think, answer) contents, unstripped, when ``text`` is one think followed by one answer with only
+    whitespace around them; None otherwise (a tag inside the think or the answer included)."""
+    if any(text.count(tag) != 1 for tag in RESPONSE_TAGS):
+        return None
+    match = _LAYOUT_RE.match(text)
+    return (match.group(1), match.group(2)) if match else None
 
 
 def is_choice_answer(gold: str) -> bool:

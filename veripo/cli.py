@@ -49,7 +49,6 @@ def main_guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        _maybe_fail_once()
         try:
             return fn(*args, **kwargs)
         except (InputError, ConfigError, JudgeError) as exc:
@@ -58,21 +57,6 @@ def main_guard(fn):
             sys.exit(2)
 
     return wrapper
-
-
-def _maybe_fail_once() -> None:
-    """Fault injection for the retry tests: VERIPO_FAIL_ONCE=<script name>:<marker file> makes that
-    script fail on its first run (it creates the marker) and run normally once the marker exists."""
-    import os
-
-    spec = os.environ.get("VERIPO_FAIL_ONCE", "")
-    if ":" not in spec:
-        return
-    name, marker = spec.split(":", 1)
-    if os.path.basename(sys.argv[0]).removesuffix(".py") == name and not os.path.exists(marker):
-        open(marker, "w").close()
-        click.echo(f"error: failing once on purpose (VERIPO_FAIL_ONCE, marker {marker})", err=True)
-        sys.exit(3)
 
 
 def set_threads() -> None:

@@ -6,11 +6,13 @@ comes before the text in the user turn; no system message beyond the model's def
 """
 from __future__ import annotations
 
+# The benchmarks' multiple-choice instruction: the question files end their questions with it, our
+# synthetic sets copy it, and every prompt drops it in favour of the option template.
 MC_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 
 
 def strip_mc_suffix(question: str) -> str:
-    return question[: -len(MC_SUFFIX)] if question.endswith(MC_SUFFIX) else question
+    return question.removesuffix(MC_SUFFIX)
 
 
 def prompt_text(record: dict, templates: dict) -> str:
@@ -18,11 +20,16 @@ def prompt_text(record: dict, templates: dict) -> str:
     return templates[key].replace("{Question}", strip_mc_suffix(record["question"]))
 
 
-def messages(record: dict, templates: dict) -> list[dict]:
-    content: list[dict] = []
-    if record.get("video"):
-        content.append({"type": "video"})
-    elif record.get("image"):
+def user_turn(text: str, video: bool, image: bool) -> list[dict]:
+    """The chat messages of one prompt: the video, then the image, then the text."""
+    content: list[dict] = [{"type": "video"}] if video else []
+    if image:
         content.append({"type": "image"})
-    content.append({"type": "text", "text": prompt_text(record, templates)})
+    content.append({"type": "text", "text": text})
     return [{"role": "user", "content": content}]
+
+
+def messages(record: dict, templates: dict) -> list[dict]:
+    """A training query's messages: its video, else its image (a query carries one medium)."""
+    video = bool(record.get("video"))
+    return user_turn(prompt_text(record, templates), video, image=not video and bool(record.get("image")))

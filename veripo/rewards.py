@@ -1,20 +1,13 @@
 """GRPO's rule rewards: format (``format_weight`` when the response is well formed) + accuracy in [0, 1]."""
 from __future__ import annotations
 
-import re
-
-from veripo.answers import answer_score, extract_answer
-
-_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
-_LAYOUT = re.compile(r"^\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*$", re.DOTALL)
+from veripo.answers import answer_score, extract_answer, think_then_answer
 
 
 def is_well_formed(text: str) -> bool:
     """Exactly one of each tag, think non-empty, answer after think, nothing outside the tags."""
-    if any(text.count(tag) != 1 for tag in _TAGS):
-        return False
-    m = _LAYOUT.match(text)
-    return bool(m and m.group(1).strip())
+    parts = think_then_answer(text)
+    return bool(parts and parts[0].strip())
 
 
 def format_reward(text: str, weight: float) -> float:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from veripo.prompts import MC_SUFFIX
+
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40)}
 DIRECTIONS = ["left", "right", "up", "down"]
-MC_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 SQUARE = (245, 245, 245)
 # The colour is the background's: a tiny vision tower learns a global colour cue within the warm-up,
 # while the colour of small squares on a dark background it did not learn in minutes.

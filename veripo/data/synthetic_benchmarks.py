@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from veripo.data import synthetic
+from veripo.prompts import MC_SUFFIX
 
 LETTERS = "ABCDEFG"
 QUESTIONS = {
@@ -65,7 +66,7 @@ def video_mme(out_dir: Path, n: int, rng: random.Random, video: dict) -> list[di
             lines = [f"{L}. {L}. {o.capitalize()}." for L, o in zip(LETTERS, options)]
             records.append({"question_id": f"{number:03d}-{k}", "video_path": rel, "question": QUESTIONS[task],
                             "answer": answer,
-                            "processed_question": "\n".join([QUESTIONS[task], *lines]) + synthetic.MC_SUFFIX})
+                            "processed_question": "\n".join([QUESTIONS[task], *lines]) + MC_SUFFIX})
         v += 1
     return records
 
@@ -126,7 +127,7 @@ def mmvu(out_dir: Path, n: int, rng: random.Random, video: dict) -> list[dict]:
         lines = [f"{L}. {o}" for L, o in zip(LETTERS, options)]
         records.append({"question_id": f"validation_{i}", "video_path": rel, "question": QUESTIONS[task],
                         "answer": answer,
-                        "processed_question": "\n".join([QUESTIONS[task], *lines]) + synthetic.MC_SUFFIX})
+                        "processed_question": "\n".join([QUESTIONS[task], *lines]) + MC_SUFFIX})
     return records
 
 
@@ -159,7 +160,7 @@ def video_mmmu(out_dir: Path, n: int, rng: random.Random, video: dict) -> list[d
             options, answer = _choices(rng, _truth(task, scene), _pool(task), 4)
             lines = [f"{L}. {o}" for L, o in zip(LETTERS, options)]
             rec.update(question=QUESTIONS[task], answer=answer, options=lines,
-                       processed_question="\n".join([QUESTIONS[task], *lines]) + synthetic.MC_SUFFIX)
+                       processed_question="\n".join([QUESTIONS[task], *lines]) + MC_SUFFIX)
         elif kind == "Comprehension":
             question = ("How many squares are in this video? Each square weighs half a kilogram: what is their "
                         "total weight in kilograms?")

@@ -14,10 +14,9 @@ from typing import Any
 from veripo.answers import is_choice_answer
 from veripo.errors import InputError
 from veripo.jsonio import read_json
+from veripo.prompts import strip_mc_suffix
 
 BENCHMARKS = ("vsi_bench", "video_mme", "lvbench", "tomato", "mmvu", "video_mmmu")
-
-OPTION_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 
 VSI_CATEGORIES = (
     "object_counting",
@@ -136,7 +135,7 @@ def question_text(record: dict) -> str:
     text = record.get("processed_question")
     if text is None:
         text = record["question"]
-    return text.removesuffix(OPTION_SUFFIX)
+    return strip_mc_suffix(text)
 
 
 def answer_type_for(name: str, answer: str) -> str:

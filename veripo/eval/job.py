@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import asdict
 from typing import Callable
 
 from veripo.eval.backends import hf as eval_backends
@@ -12,22 +13,25 @@ from veripo.eval import predictions as evaluate
 
 from veripo.media import checks as media_check
 from veripo.eval.benchmarks import load_benchmark
-from veripo.eval.report import file_sha256
+from veripo.hashing import sha256_file
 from veripo.jsonio import write_json
+from veripo.stage_config import EvalJob
 
 log = logging.getLogger(__name__)
 SAMPLING = ("temperature", "top_p", "repetition_penalty", "max_new_tokens")
 
 
-def run_generation(model_path: str, benchmark: str, questions: str, video_root: str, settings: dict, out: str,
+def run_generation(model_path: str, benchmark: str, questions: str, video_root: str, job: EvalJob, out: str,
                    run_info: str, progress: Callable | None = None) -> dict:
     """Write ``out`` (one prediction per answerable question) and ``run_info``; returns the run info.
 
-    ``settings`` is ``veripo.eval.settings.job_settings(config, benchmark)``. Missing or unreadable
-    media stop the job before any generation unless ``settings["skip_missing_videos"]``."""
+    ``job`` is the benchmark's EvalJob (``EvalJob.of(config, benchmark)``); the run info holds all of
+    its fields. Missing or unreadable media stop the job before any generation unless
+    ``job.skip_missing_videos``."""
+    settings = asdict(job)  # the backends read the settings as a mapping
     qs = load_benchmark(benchmark, questions)
     todo, problems = media_check.screen_questions(qs, video_root, questions, benchmark,
-                                                  settings["skip_missing_videos"], settings["media"])
+                                                  job.skip_missing_videos, settings["media"])
     skipped: dict[str, dict] = {}
     for p in problems:
         skipped.setdefault(p.key, {"key": p.key, "path": p.path, "reason": p.reason})
@@ -53,9 +57,10 @@ def run_generation(model_path: str, benchmark: str, questions: str, video_root: 
     log.info("generated %d, resumed past %d, skipped %d", generated, len(todo) - generated, len(skipped))
     generation = {k: gen[k] for k in (*SAMPLING, "batch_size")}
     generation.update(described, configured_backend=gen["backend"])
-    info = {"benchmark": benchmark, "questions": questions, "questions_sha256": file_sha256(questions),
+    info = {"benchmark": benchmark, "questions": questions, "questions_sha256": sha256_file(questions),
             "video_root": video_root, "n_questions": len(qs), "n_answered": len(todo), "skipped": len(skipped),
-            "skipped_questions": list(skipped.values()), "generation": generation, "media": settings["media"]}
+            "skipped_questions": list(skipped.values()), "generation": generation, "media": settings["media"],
+            "model": model_path, "settings": settings}
     write_json(run_info, info)
     os.replace(partial, out)
     os.remove(evaluate.meta_path(partial))

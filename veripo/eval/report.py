@@ -2,22 +2,13 @@
 questions and provenance (checkpoint + hash, question file + hash, the settings that generated)."""
 from __future__ import annotations
 
-import hashlib
-
 from veripo.eval import provenance
 
 from veripo.verify import verifier
 from veripo.eval.scoring import read_predictions, score_predictions
+from veripo.hashing import sha256_file
 
 SHOWN_SKIPPED = 10
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def skipped_keys(run_info: dict) -> list[str]:
@@ -46,7 +37,7 @@ def score_report(benchmark: str, predictions: str, questions: str, run_info: dic
         "checkpoint": checkpoint,
         "checkpoint_sha256": provenance.checkpoint_hash(checkpoint),
         "questions": questions,
-        "questions_sha256": file_sha256(questions),
+        "questions_sha256": sha256_file(questions),
         "video_root": run_info["video_root"],
         "generation": run_info["generation"],
         "media": run_info["media"],

@@ -78,37 +78,18 @@ def generate(model, prompts: list[EncodedPrompt], max_new_tokens: int, temperatu
              eos_ids: list[int] | None = None, pad_id: int = 0) -> Rollouts:
     """One completion per prompt, all prompts decoded together; temperature <= 1e-5 means greedy.
 
-    Same sampling rules as ``policy.sample``: vision placeholders suppressed, repetition penalty over
-    the prompt and the tokens so far, top-p when sampling. Rows are padded after their first EOS.
+    Only the prefill differs from ``policy.sample``; the decoding loop is the same one
+    (``policy.decode_steps``): vision placeholders suppressed, repetition penalty over the prompt and the
+    tokens so far, top-p when sampling. Rows are padded after their first EOS.
     """
     device = next(model.parameters()).device
     prompts = [_on_device(p, device) for p in prompts]
-    n = len(prompts)
-    eos = torch.tensor(eos_ids if eos_ids is not None else policy._eos_ids(model), device=device)
     ids, types, attn = left_pad(prompts, pad_id)
     pos, delta = batch_positions(model, prompts, ids, types, attn)
-    next_pos = torch.tensor([p.length for p in prompts], device=device) + delta.to(device)  # (B,)
     out = model(inputs_embeds=_padded_embeds(model, prompts, ids), position_ids=pos, attention_mask=attn,
                 use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    logits = out.logits[:, -1].float()
-    suppress = torch.tensor(policy.suppressed_token_ids(model), device=device)
-    history = _penalty_history(prompts, ids)
-    tokens, logps = [], []
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    for t in range(max_new_tokens):
-        tok, logp = policy.next_tokens(logits, suppress, history, done, temperature, top_p, repetition_penalty,
-                                       generator, pad_id)
-        tokens.append(tok)
-        logps.append(logp)
-        done = done | torch.isin(tok, eos)
-        if bool(done.all()) or t == max_new_tokens - 1:
-            break
-        history = torch.cat([history, tok.unsqueeze(1)], 1)
-        attn = torch.cat([attn, torch.ones(n, 1, dtype=attn.dtype, device=device)], 1)
-        step_pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
-        out = model(input_ids=tok.unsqueeze(1), position_ids=step_pos, attention_mask=attn,
-                    past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        logits = out.logits[:, -1].float()
-    return policy.collect_rollouts(tokens, logps, eos)
+    prefill = policy.Prefill(logits=out.logits[:, -1].float(), cache=out.past_key_values, attn=attn,
+                             next_pos=torch.tensor([p.length for p in prompts], device=device) + delta.to(device),
+                             history=_penalty_history(prompts, ids))
+    return policy.decode_steps(model, prefill, max_new_tokens, temperature, top_p, repetition_penalty, generator,
+                               eos_ids, pad_id)

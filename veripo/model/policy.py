@@ -85,21 +85,35 @@ def resolve(path: str, base_dir: str | None) -> str:
     return path if os.path.isabs(path) or base_dir is None else os.path.join(base_dir, path)
 
 
-def encode_query(processor, record: dict, templates: dict, media_cfg: dict, base_dir: str | None,
-                 source: str | None = None) -> EncodedPrompt:
-    """Decode the record's video/image and run the processor on the chat prompt."""
-    text = processor.apply_chat_template(prompts.messages(record, templates), tokenize=False,
-                                         add_generation_prompt=True)
+def chat_text(processor, messages: list[dict]) -> str:
+    """The chat-templated prompt, ending where the assistant's reply starts."""
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode(processor, text: str, clip: video.DecodedVideo | None = None, image=None) -> EncodedPrompt:
+    """The processor's tensors for a chat-templated prompt and its decoded media (pixel budgets as set
+    by ``configure_processor``). Training and evaluation both encode through here, so a prompt is
+    tokenised alike wherever it is used."""
     kw: dict = {}
-    if record.get("video"):
-        clip = video.decode_video(resolve(record["video"], base_dir), media_cfg["fps"],
-                                  media_cfg.get("min_frames", 2), media_cfg["max_frames"], source=source)
-        kw = {"videos": [clip.frames], "video_metadata": [clip.metadata()], "do_sample_frames": False}
-    elif record.get("image"):
-        kw = {"images": [video.load_image(resolve(record["image"], base_dir), source=source)]}
+    if clip is not None:
+        # do_sample_frames=False: the frames are already the sampled ones (veripo/media/decode.py).
+        kw.update(videos=[clip.frames], video_metadata=[clip.metadata()], do_sample_frames=False)
+    if image is not None:
+        kw["images"] = [image]
     out = processor(text=[text], return_tensors="pt", **kw)
     media = {k: out[k] for k in MEDIA_KEYS if k in out}
     return EncodedPrompt(out["input_ids"], media, out["mm_token_type_ids"])
+
+
+def encode_query(processor, record: dict, templates: dict, media_cfg: dict, base_dir: str | None,
+                 source: str | None = None) -> EncodedPrompt:
+    """Decode the training record's video (else its image) and encode its chat prompt."""
+    clip = image = None
+    if record.get("video"):
+        clip = video.decode_video(resolve(record["video"], base_dir), *video.sampling(media_cfg), source=source)
+    elif record.get("image"):
+        image = video.load_image(resolve(record["image"], base_dir), source=source)
+    return encode(processor, chat_text(processor, prompts.messages(record, templates)), clip, image)
 
 
 def _vision_features(model, prompt: EncodedPrompt, grad: bool) -> dict:
@@ -226,24 +240,47 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
 
 
+@dataclass
+class Prefill:
+    """A batch of sequences after its prompt forward: what decoding continues from."""
+
+    logits: torch.Tensor  # (n, V) next-token logits
+    cache: object  # the KV cache, one row per sequence
+    attn: torch.Tensor  # (n, P) attention mask over the prompt columns
+    next_pos: torch.Tensor  # (n,) text position of each row's first generated token (rope delta included)
+    history: torch.Tensor  # (n, P) the tokens the repetition penalty sees
+
+
 @torch.no_grad()
 def sample(model, prompt: EncodedPrompt, n: int, max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
            eos_ids: list[int] | None = None, pad_id: int = 0) -> Rollouts:
     """Sample ``n`` completions: one prefill of the prompt (vision once), then a KV cache shared by
     copying it n times. temperature <= 1e-5 means greedy."""
-    eos = torch.tensor(eos_ids if eos_ids is not None else _eos_ids(model))
-    pos, _ = prompt_positions(model, prompt)
-    emb = prompt_embeds(model, prompt)
-    out = model(inputs_embeds=emb, position_ids=pos, attention_mask=torch.ones(1, prompt.length, dtype=torch.long),
-                use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(n)
-    logits = out.logits[:, -1].float().expand(n, -1).clone()
-    suppress = torch.tensor(suppressed_token_ids(model))
-    history = prompt.input_ids.expand(n, -1)
+    pos, delta = prompt_positions(model, prompt)
+    out = model(inputs_embeds=prompt_embeds(model, prompt), position_ids=pos,
+                attention_mask=torch.ones(1, prompt.length, dtype=torch.long), use_cache=True, logits_to_keep=1)
+    out.past_key_values.batch_repeat_interleave(n)
+    prefill = Prefill(logits=out.logits[:, -1].float().expand(n, -1).clone(), cache=out.past_key_values,
+                      attn=torch.ones(n, prompt.length, dtype=torch.long),
+                      next_pos=(prompt.length + delta.view(-1)[0]).expand(n),
+                      history=prompt.input_ids.expand(n, -1))
+    return decode_steps(model, prefill, max_new_tokens, temperature, top_p, repetition_penalty, generator,
+                        eos_ids, pad_id)
+
+
+def decode_steps(model, prefill: Prefill, max_new_tokens: int, temperature: float, top_p: float,
+                 repetition_penalty: float, generator: torch.Generator | None, eos_ids: list[int] | None,
+                 pad_id: int) -> Rollouts:
+    """The decoding loop of ``sample`` and ``batch_generate.generate``: one token per row and step
+    (``next_tokens``), each fed back at its row's next text position, until every row has ended."""
+    device = prefill.logits.device
+    eos = torch.tensor(eos_ids if eos_ids is not None else _eos_ids(model), device=device)
+    suppress = torch.tensor(suppressed_token_ids(model), device=device)
+    logits, cache, attn, history = prefill.logits, prefill.cache, prefill.attn, prefill.history
+    n = logits.shape[0]
     tokens, logps = [], []
-    done = torch.zeros(n, dtype=torch.bool)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
     for t in range(max_new_tokens):
         tok, logp = next_tokens(logits, suppress, history, done, temperature, top_p, repetition_penalty,
                                 generator, pad_id)
@@ -253,8 +290,8 @@ def sample(model, prompt: EncodedPrompt, n: int, max_new_tokens: int, temperatur
         if bool(done.all()) or t == max_new_tokens - 1:
             break
         history = torch.cat([history, tok.unsqueeze(1)], 1)
-        step_pos = _continuation_positions(prompt, t, 1, n)
-        attn = torch.ones(n, prompt.length + t + 1, dtype=torch.long)
+        attn = torch.cat([attn, torch.ones(n, 1, dtype=attn.dtype, device=device)], 1)
+        step_pos = (prefill.next_pos + t).view(1, n, 1).expand(3, n, 1)
         out = model(input_ids=tok.unsqueeze(1), position_ids=step_pos, attention_mask=attn,
                     past_key_values=cache, use_cache=True)
         cache = out.past_key_values

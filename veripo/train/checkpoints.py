@@ -12,7 +12,6 @@ A checkpoint whose files no longer match the manifest is set aside and the previ
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import torch
 
 from veripo.train import distributed
 from veripo.errors import InputError
+from veripo.hashing import sha256_file
 from veripo.jsonio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -40,30 +40,23 @@ def frozen_vision(model) -> None:
 
 def save_checkpoint(engine, processor, out_dir: str | os.PathLike, extra: dict | None = None,
                     d: distributed.Dist | None = None) -> None:
-    """Write a Hugging Face directory atomically (rank 0); it appears only once complete."""
+    """Write the engine's model as a Hugging Face directory atomically (rank 0); it appears only once
+    complete."""
     with engine.full_parameters():
-        if d is None or d.main:
-            with atomic_path(out_dir) as tmp:
-                engine.module.save_pretrained(tmp)
-                processor.save_pretrained(tmp)
-                if extra is not None:
-                    (Path(tmp) / "veripo_stage.json").write_text(json.dumps(extra, indent=2) + "\n")
+        save_model(engine.module, processor, out_dir, extra, d)
+
+
+def save_model(model, processor, out_dir: str | os.PathLike, extra: dict | None = None,
+               d: distributed.Dist | None = None) -> None:
+    """As save_checkpoint, for a whole model no engine holds (a stage that ends without training it):
+    building an optimiser only to save would allocate its state for nothing."""
+    if d is None or d.main:
+        with atomic_path(out_dir) as tmp:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            if extra is not None:
+                (Path(tmp) / "veripo_stage.json").write_text(json.dumps(extra, indent=2) + "\n")
     distributed.barrier()
-
-
-def sha256_file(path: str | os.PathLike, limit: int | None = None) -> str:
-    """sha256 of the file's bytes (of its first ``limit`` bytes when given)."""
-    h = hashlib.sha256()
-    left = limit
-    with open(path, "rb") as fh:
-        while left is None or left > 0:
-            chunk = fh.read(1 << 20 if left is None else min(1 << 20, left))
-            if not chunk:
-                break
-            h.update(chunk)
-            if left is not None:
-                left -= len(chunk)
-    return h.hexdigest()
 
 
 def input_identity(path: str) -> dict:

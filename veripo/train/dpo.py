@@ -10,33 +10,39 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-from veripo.train import distributed
-
+from veripo.errors import InputError
+from veripo.jsonio import read_jsonl, unique_index, write_json, write_jsonl
 from veripo.model import policy
+from veripo.stage_config import DPOConfig, DPOJob, PromptSetup, RunContext, write_settings
+from veripo.train import distributed
+from veripo.train.checkpoints import StepCheckpointer, frozen_vision, run_fingerprint, save_checkpoint, save_model
 from veripo.train.engine import TrainEngine
-from veripo.train.checkpoints import StepCheckpointer, frozen_vision
 
 log = logging.getLogger(__name__)
 
+PAIR_FIELDS = ("pair_id", "query_id", "chosen", "rejected", "chosen_ids", "rejected_ids", "query")
 
-@dataclass
-class DPOConfig:
-    beta: float
-    lr: float
-    global_batch: int
-    epochs: int
-    nll_coef: float
-    grad_clip: float
-    freeze_vision: bool
-    weight_decay: float
-    seed: int
-    checkpoint_every: int
-    heldout_fraction: float = 0.0
+
+def load_pairs(path: str) -> list[dict]:
+    """The pairs of ``path`` (dpo_build_pairs' output): unique ids, and both sides as the non-empty,
+    differing token ids DPO scores; otherwise an InputError naming the line and field."""
+    pairs = read_jsonl(path, required=PAIR_FIELDS)
+    unique_index(pairs, "pair_id", path)
+    for p in pairs:
+        p["_source"] = f"{path}, line {p['_line']}"
+        for side in ("chosen_ids", "rejected_ids"):
+            ids = p[side]
+            if not isinstance(ids, list) or not ids or not all(type(t) is int for t in ids):
+                raise InputError(path, "expected token ids (a non-empty list of integers)", line=p["_line"],
+                                 field=side)
+        if p["chosen_ids"] == p["rejected_ids"]:
+            raise InputError(path, "chosen and rejected are the same tokens", line=p["_line"], field="chosen_ids")
+    return pairs
 
 
 def dpo_loss(pol_chosen: torch.Tensor, pol_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -131,16 +137,14 @@ def _zero_loss(model) -> torch.Tensor:
     return sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
 
 
-def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, templates: dict, media_cfg: dict,
-              checkpointer: StepCheckpointer | None = None, progress=None, engine_kind: str = "torch",
-              zero_config: str | None = None, dtype: str = "float32", d: distributed.Dist | None = None,
-              heldout: list[dict] | None = None):
+def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, prompts: PromptSetup, run: RunContext,
+              heldout: list[dict] | None = None, checkpointer: StepCheckpointer | None = None, progress=None):
     """Returns (engine, per-step metrics, held-out report). Each step's pairs are split across the
     ranks; every rank scores all ``heldout`` pairs (a few), so ranks run the same forwards."""
-    d = d or distributed.Dist(0, 1, 0)
+    d = run.dist or distributed.Dist(0, 1, 0)
     if cfg.freeze_vision:
         frozen_vision(model)
-    enc = PairEncoder(processor, templates, media_cfg)
+    enc = PairEncoder(processor, prompts.templates, prompts.media)
     steps = []
     for epoch in range(cfg.epochs):
         order = list(range(len(pairs)))
@@ -150,13 +154,13 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, templates: di
     ref = reference_logprobs(model, enc, pairs, mine, progress if d.main else None)
     heldout = heldout or []
     ref_heldout = reference_logprobs(model, enc, heldout, list(range(len(heldout))))
-    engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, engine_kind, zero_config, dtype)
+    engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, run.engine, run.zero_config, run.dtype)
     model = engine.module
     state = {"round": 0, "metrics": []}
     generator = torch.Generator().manual_seed(cfg.seed)
     if checkpointer is not None:
         state = checkpointer.restore(engine, generator, state, d)
-    bar = progress(total=len(steps), initial=state["round"], desc="dpo") if progress and d.main else None
+    bar = progress(total=len(steps), initial=state["round"], desc=run.stage) if progress and d.main else None
     model.train()
     for s in range(state["round"], len(steps)):
         batch = distributed.shard(steps[s], d)
@@ -191,3 +195,49 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, templates: di
     with engine.full_parameters():
         report = heldout_report(engine.module, enc, heldout, ref_heldout)
     return engine, state["metrics"], report
+
+
+@dataclass(frozen=True)
+class DPOOutputs:
+    """Where the dpo_train job writes."""
+
+    model: str  # the trained checkpoint (the entering model, re-saved, when there are no pairs)
+    metrics: str  # one row per optimiser step (JSONL)
+    heldout: str  # chosen over rejected on held-out pairs, before and after (JSON)
+    settings: str  # the job's effective settings (JSON)
+
+
+def run_job(model_path: str, pairs_path: str, job: DPOJob, out: DPOOutputs, checkpoint_dir: str,
+            progress=None) -> dict:
+    """The dpo_train job, as one process or as every rank of a torchrun job (rank 0 writes): DPO from
+    ``model_path`` on the pairs at ``pairs_path``, resuming from ``checkpoint_dir`` when a step
+    checkpoint of this very run is there. No pairs: the entering model is saved unchanged. Returns
+    the held-out report."""
+    d = distributed.init(job.train.engine)
+    distributed.announce(d)
+    torch.manual_seed(job.dpo.seed)
+    pairs = load_pairs(pairs_path)
+    prompts = PromptSetup.of(job)
+    model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
+    policy.configure_processor(processor, prompts.media)
+    inputs = {"model": model_path, "pairs": pairs_path}
+    ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint(inputs, {**asdict(job), "world_size": d.world}))
+    train, heldout = split_heldout(pairs, job.dpo.heldout_fraction, job.dpo.seed)
+    extra = {"stage": "dpo", "from": model_path, "pairs": len(pairs), "world_size": d.world}
+    if pairs:
+        log.info("%d pairs train, %d held out", len(train), len(heldout))
+        engine, metrics, report = train_dpo(model, processor, train, job.dpo, prompts, RunContext.of(job, d, "dpo"),
+                                            heldout, checkpointer=ckpt, progress=progress)
+        save_checkpoint(engine, processor, out.model, extra, d)
+    else:
+        log.info("no pairs: the DPO model is the GRPO model unchanged")
+        metrics, report = [], heldout_report(model, None, [], {})
+        save_model(model, processor, out.model, extra, d)
+    if d.main:
+        write_jsonl(out.metrics, metrics)
+        write_json(out.heldout, report)
+        write_settings(out.settings, job, inputs, world_size=d.world)
+        ckpt.clear()
+    return report
+
+

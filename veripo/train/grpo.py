@@ -8,48 +8,33 @@ with the clipped-ratio loss, optionally with a k3 KL penalty to a frozen referen
 Every log-prob in the ratio (old, new, reference) is taken at the sampling temperature: the rollouts
 were drawn from softmax(logits / T), so that is the distribution whose ratio the clip bounds. (top_p is
 not applied to them: its truncation moves with the weights and has no gradient.)
+
+``train_grpo`` is the loop; ``run_job`` is the grpo_train job around it (load, resume, save, settings.json).
 """
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
+import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from veripo.train import distributed
-
+from veripo.data import queries
+from veripo.jsonio import iter_jsonl, read_jsonl, unique_index, write_jsonl
+from veripo.media import checks as media_check
 from veripo.model import policy
+from veripo.stage_config import GRPOConfig, GRPOJob, PromptSetup, RunContext, write_settings
+from veripo.train import distributed
+from veripo.train.checkpoints import StepCheckpointer, frozen_vision, run_fingerprint, save_checkpoint
 from veripo.train.engine import TrainEngine
-from veripo.train.rollouts import Group, Sampling, group_advantages, rollout_rows, sample_group  # noqa: F401
-from veripo.train.checkpoints import StepCheckpointer, frozen_vision
+from veripo.model.rollouts import Group, Sampling, group_advantages, rollout_rows, sample_group  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GRPOConfig:
-    rollouts_per_query: int
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    clip_eps: float
-    kl_coef: float
-    lr: float
-    global_batch: int
-    rollout_batch: int
-    micro_batch: int
-    epochs: int
-    grad_clip: float
-    format_weight: float
-    adv_eps: float
-    freeze_vision: bool
-    weight_decay: float
-    seed: int
-    checkpoint_every: int
 
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
@@ -74,16 +59,35 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mas
     return loss, stats
 
 
-def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, templates: dict, media_cfg: dict,
-               stage: str, iteration: int, on_rollouts, checkpointer: StepCheckpointer | None = None,
-               progress=None, engine_kind: str = "torch", zero_config: str | None = None, dtype: str = "float32",
-               d: distributed.Dist | None = None):
+@dataclass(frozen=True)
+class Round:
+    """One round: ``records`` sampled together, G rollouts each, then trained on."""
+
+    index: int  # counts across the stage's epochs; names the rollouts (<query>@r<index>#<i>)
+    epoch: int
+    records: list
+
+
+def plan_rounds(records: list[dict], cfg: GRPOConfig) -> list[Round]:
+    """Every round of the stage: each epoch a seeded shuffle of ``records``, cut into ``rollout_batch``."""
+    rounds: list[Round] = []
+    for epoch in range(cfg.epochs):
+        order = list(range(len(records)))
+        random.Random(cfg.seed + epoch).shuffle(order)
+        for start in range(0, len(order), cfg.rollout_batch):
+            rounds.append(Round(len(rounds), epoch, [records[i] for i in order[start:start + cfg.rollout_batch]]))
+    return rounds
+
+
+def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, prompts: PromptSetup, run: RunContext,
+               on_rollouts, checkpointer: StepCheckpointer | None = None, progress=None):
     """Run GRPO over ``records`` for ``cfg.epochs``; ``on_rollouts(rows)`` receives every round's
     rollouts (on rank 0). Returns (engine, per-step metrics); ``engine.module`` is the trained model.
 
     With several ranks each samples and trains on its share of every round's queries; DeepSpeed
     averages the gradients."""
-    d = d or distributed.Dist(0, 1, 0)
+    run = run if run.dist is not None else replace(run, dist=distributed.Dist(0, 1, 0))
+    d = run.dist
     if cfg.rollout_batch % d.world:
         raise ValueError(f"grpo rollout_batch {cfg.rollout_batch} is not divisible by the world size {d.world}")
     if cfg.freeze_vision:
@@ -91,25 +95,18 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, templates
     ref = None
     if cfg.kl_coef > 0:
         ref = copy.deepcopy(model).eval().requires_grad_(False)
-    engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, engine_kind, zero_config, dtype)
-    rounds, epochs = [], []
-    for epoch in range(cfg.epochs):
-        order = list(range(len(records)))
-        random.Random(cfg.seed + epoch).shuffle(order)
-        for start in range(0, len(order), cfg.rollout_batch):
-            rounds.append([records[i] for i in order[start:start + cfg.rollout_batch]])
-            epochs.append(epoch)
+    engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, run.engine, run.zero_config, run.dtype)
+    rounds = plan_rounds(records, cfg)
     state = {"round": 0, "metrics": []}
     generator = torch.Generator().manual_seed(cfg.seed + 1000 * d.rank)
     if checkpointer is not None:
         state = checkpointer.restore(engine, generator, state, d)
-    bar = progress(total=len(rounds), initial=state["round"], desc=f"grpo {stage}") if progress and d.main else None
-    for r in range(state["round"], len(rounds)):
-        metrics = _grpo_round(engine, ref, processor, rounds[r], cfg, templates, media_cfg, stage,
-                              iteration, r, epochs[r], generator, on_rollouts, d)
+    bar = progress(total=len(rounds), initial=state["round"], desc=f"grpo {run.stage}") if progress and d.main else None
+    for rnd in rounds[state["round"]:]:
+        metrics = _grpo_round(engine, ref, processor, rnd, cfg, prompts, run, generator, on_rollouts)
         state["metrics"].extend(metrics)
-        state["round"] = r + 1
-        if checkpointer is not None and (r + 1) % cfg.checkpoint_every == 0 and r + 1 < len(rounds):
+        state["round"] = rnd.index + 1
+        if checkpointer is not None and state["round"] % cfg.checkpoint_every == 0 and state["round"] < len(rounds):
             checkpointer.save(engine, generator, state, d)
         if bar:
             bar.update(1)
@@ -119,18 +116,19 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, templates
     return engine, state["metrics"]
 
 
-def _grpo_round(engine, ref, processor, batch, cfg: GRPOConfig, templates, media_cfg, stage, iteration,
-                round_idx, epoch, generator, on_rollouts, d: distributed.Dist) -> list[dict]:
+def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: PromptSetup, run: RunContext,
+                generator: torch.Generator, on_rollouts) -> list[dict]:
     t0 = time.perf_counter()
+    d = run.dist
     model = engine.module
     model.eval()
     with engine.full_parameters():
-        groups = [sample_group(model, processor, rec, Sampling.of(cfg), templates, media_cfg, generator)
-                  for rec in distributed.shard(batch, d)]
+        groups = [sample_group(model, processor, rec, Sampling.of(cfg), prompts.templates, prompts.media, generator)
+                  for rec in distributed.shard(rnd.records, d)]
     t_sample = time.perf_counter() - t0
-    rew = torch.tensor([[a + f for a, f in zip(g.acc, g.fmt)] for g in groups])
+    rew = torch.tensor([[a + f for a, f in zip(g.acc, g.fmt)] for g in groups])  # (Q, G)
     adv = group_advantages(rew, cfg.adv_eps)
-    n_steps = max(1, math.ceil(len(batch) * cfg.rollouts_per_query / cfg.global_batch))
+    n_steps = max(1, math.ceil(len(rnd.records) * cfg.rollouts_per_query / cfg.global_batch))
     with torch.no_grad(), engine.full_parameters():
         for g, a in zip(groups, adv):
             g.adv = a
@@ -139,14 +137,15 @@ def _grpo_round(engine, ref, processor, batch, cfg: GRPOConfig, templates, media
                 g.old_logp = _chunked_logprobs(model, g, cfg.micro_batch, cfg.temperature)
             if ref is not None:
                 g.ref_logp = _chunked_logprobs(ref, g, cfg.micro_batch, cfg.temperature)
-    rows = [row for g in groups for row in rollout_rows(g, stage, iteration, round_idx, epoch, media_cfg)]
+    rows = [row for g in groups
+            for row in rollout_rows(g, run.stage, run.iteration, rnd.index, rnd.epoch, prompts.media)]
     all_rows = [row for part in distributed.gather(rows) for row in part]
     if d.main:
         on_rollouts(all_rows)
 
     model.train()
     seqs = [(gi, i) for gi, g in enumerate(groups) for i in range(len(g.texts))]
-    random.Random(cfg.seed * 7919 + round_idx * 31 + d.rank).shuffle(seqs)
+    random.Random(cfg.seed * 7919 + rnd.index * 31 + d.rank).shuffle(seqs)
     chunks = [seqs[i * len(seqs) // n_steps:(i + 1) * len(seqs) // n_steps] for i in range(n_steps)]
     accs = [r["reward_accuracy"] for r in all_rows]
     fmts = [r["reward_format"] for r in all_rows]
@@ -175,7 +174,7 @@ def _grpo_round(engine, ref, processor, batch, cfg: GRPOConfig, templates, media
         parts = distributed.gather(local)
         n = max(1, sum(p["n"] for p in parts))
         metrics.append({
-            "stage": stage, "iteration": iteration, "round": round_idx, "step_in_round": s,
+            "stage": run.stage, "iteration": run.iteration, "round": rnd.index, "step_in_round": s,
             "loss": sum(p["loss"] for p in parts) / n, "kl": sum(p["kl"] for p in parts) / n,
             "clip_frac": sum(p["clip_frac"] for p in parts) / n, "grad_norm": grad_norm,
             "reward/accuracy": sum(accs) / len(accs), "reward/format": sum(fmts) / len(fmts),
@@ -193,3 +192,79 @@ def _chunked_logprobs(model, g: Group, micro: int, temperature: float) -> torch.
         parts.append(policy.completion_logprobs(model, g.prompt, g.rollouts.tokens[c:c + micro],
                                                 g.rollouts.mask[c:c + micro], temperature))
     return torch.cat(parts)
+
+
+class RolloutLog:
+    """The stage's rollouts, appended as each round is sampled, beside the step checkpoints.
+
+    It is part of the resumable state: the StepCheckpointer it is given to as ``journal`` cuts it back
+    to the newest usable checkpoint (empty when starting over), so it never holds a round the restored
+    state has not seen. Rank 0 writes it."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = path
+        self._fh = None
+
+    def open(self) -> None:
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def append(self, rows: list[dict]) -> None:
+        for row in rows:
+            self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def finish(self, out: str | os.PathLike) -> int:
+        """Close the log and write it to ``out``; returns the number of rollouts."""
+        self._fh.close()
+        # a rollout logged twice (a resume that did not cut the log back) would count twice downstream
+        unique_index(read_jsonl(self.path, required=("rollout_id",)), "rollout_id", self.path)
+        return write_jsonl(out, iter_jsonl(self.path))
+
+
+@dataclass(frozen=True)
+class GRPOOutputs:
+    """Where the grpo_train job writes."""
+
+    model: str  # the trained checkpoint (Hugging Face directory)
+    rollouts: str  # every rollout of the stage (JSONL)
+    metrics: str  # one row per optimiser step (JSONL)
+    settings: str  # the job's effective settings (JSON)
+
+
+def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration: int, out: GRPOOutputs,
+            checkpoint_dir: str, progress=None) -> list[dict]:
+    """The grpo_train job, as one process or as every rank of a torchrun job (rank 0 writes): train
+    from ``model_path`` on the queries at ``data_path``, resuming from ``checkpoint_dir`` when a step
+    checkpoint of this very run is there. Returns the per-step metrics."""
+    d = distributed.init(job.train.engine)
+    distributed.announce(d)
+    torch.manual_seed(job.grpo.seed)
+    prompts = PromptSetup.of(job)
+    records = queries.load_queries(data_path)
+    # every video decoded as training will, before the first round rather than when a round reaches it
+    media_check.check_training_media(records, prompts.media)
+    model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
+    policy.configure_processor(processor, prompts.media)
+    inputs = {"model": model_path, "data": data_path}
+    context = {"iteration": iteration, "stage": stage, "world_size": d.world}
+    rollout_log = RolloutLog(os.path.join(checkpoint_dir, "rollouts.partial.jsonl"))
+    # a checkpoint written from other data or settings is refused (see StepCheckpointer)
+    ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint(inputs, {**asdict(job), **context}),
+                            journal=rollout_log.path)
+    resume_round = ckpt.latest_round(d)
+    if d.main:
+        if resume_round:
+            log.info("resuming from step checkpoint at round %d", resume_round)
+        rollout_log.open()
+    distributed.barrier()
+    run = RunContext.of(job, d, stage, iteration)
+    engine, metrics = train_grpo(model, processor, records, job.grpo, prompts, run, rollout_log.append,
+                                 checkpointer=ckpt, progress=progress)
+    save_checkpoint(engine, processor, out.model, {"stage": f"grpo_{stage}", "iteration": iteration,
+                                                   "from": model_path, "data": data_path, "world_size": d.world}, d)
+    if d.main:
+        rollout_log.finish(out.rollouts)
+        write_jsonl(out.metrics, metrics)
+        write_settings(out.settings, job, inputs, **context)
+        ckpt.clear()
+    return metrics

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("no script given after --")
     env = dict(os.environ)
     # srun'd launchers and torchrun's workers import veripo from this checkout
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # veripo/train/ -> checkout
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     # Jobs sharing a first node must not share a rendezvous port; the in-step launchers got it already.
     offset = int(env["SLURM_JOB_ID"]) % 1000 if "SLURM_JOB_ID" in env and env.get(STEP_MARK) != "1" else 0

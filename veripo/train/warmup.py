@@ -8,12 +8,15 @@ has right and wrong to tell apart.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import torch
 
+from veripo.data import queries, synthetic
+from veripo.jsonio import write_jsonl
 from veripo.model import policy
-
-from veripo.data import synthetic
+from veripo.stage_config import PromptSetup, WarmupConfig, WarmupJob, write_settings
+from veripo.train.checkpoints import save_model
 
 
 def trace_kind(rng: random.Random, mix: dict) -> str:
@@ -21,36 +24,59 @@ def trace_kind(rng: random.Random, mix: dict) -> str:
     return rng.choices(kinds, weights=weights)[0]
 
 
-def train_sft(model, processor, records: list[dict], templates: dict, media_cfg: dict, steps: int,
-              batch_size: int, lr: float, mix: dict, seed: int, progress=None) -> list[dict]:
-    """``steps`` AdamW steps of completion-only NLL; a fresh trace per example per visit."""
-    rng = random.Random(seed)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    prompts: dict = {}
+def train_warmup(model, processor, records: list[dict], cfg: WarmupConfig, prompts: PromptSetup,
+                 progress=None) -> list[dict]:
+    """``cfg.steps`` AdamW steps of completion-only NLL; a fresh trace per example per visit."""
+    rng = random.Random(cfg.seed)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    encoded: dict = {}
     model.train()
     metrics = []
-    bar = progress(total=steps, desc="warmup") if progress else None
-    for step in range(steps):
-        batch = [records[rng.randrange(len(records))] for _ in range(batch_size)]
+    bar = progress(total=cfg.steps, desc="warmup") if progress else None
+    for step in range(cfg.steps):
+        batch = [records[rng.randrange(len(records))] for _ in range(cfg.batch_size)]
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for rec in batch:
-            if rec["id"] not in prompts:
-                prompts[rec["id"]] = policy.encode_query(processor, rec, templates, media_cfg, None,
+            if rec["id"] not in encoded:
+                encoded[rec["id"]] = policy.encode_query(processor, rec, prompts.templates, prompts.media, None,
                                                          source=rec.get("_source"))
-            text = synthetic.reasoning_trace(rec, trace_kind(rng, mix), rng)
+            text = synthetic.reasoning_trace(rec, trace_kind(rng, cfg.trace_mix), rng)
             toks, mask = policy.pad_completions([policy.encode_completion(processor, text)],
                                                 processor.tokenizer.pad_token_id)
-            lp = policy.completion_logprobs(model, prompts[rec["id"]], toks, mask)
+            lp = policy.completion_logprobs(model, encoded[rec["id"]], toks, mask)
             loss = -(lp * mask).sum() / mask.sum()
-            (loss / batch_size).backward()
+            (loss / cfg.batch_size).backward()
             total += float(loss)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        metrics.append({"step": step, "loss": total / batch_size})
+        metrics.append({"step": step, "loss": total / cfg.batch_size})
         if bar:
             bar.update(1)
-            bar.set_postfix(loss=f"{total / batch_size:.3f}")
+            bar.set_postfix(loss=f"{total / cfg.batch_size:.3f}")
     if bar:
         bar.close()
+    return metrics
+
+
+@dataclass(frozen=True)
+class WarmupOutputs:
+    """Where the base_warmup job writes."""
+
+    model: str  # the warmed-up base (Hugging Face directory)
+    metrics: str  # one row per step (JSONL)
+    settings: str  # the job's effective settings (JSON)
+
+
+def run_job(model_path: str, data_path: str, job: WarmupJob, out: WarmupOutputs, progress=None) -> list[dict]:
+    """The base_warmup job (one process): warm up ``model_path`` on the queries at ``data_path``."""
+    torch.manual_seed(job.warmup.seed)
+    prompts = PromptSetup.of(job)
+    records = queries.load_queries(data_path)
+    model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
+    policy.configure_processor(processor, prompts.media)
+    metrics = train_warmup(model, processor, records, job.warmup, prompts, progress=progress)
+    save_model(model, processor, out.model, {"stage": "warmup", "from": model_path, "steps": job.warmup.steps})
+    write_jsonl(out.metrics, metrics)
+    write_settings(out.settings, job, {"model": model_path, "data": data_path}, world_size=1)
     return metrics

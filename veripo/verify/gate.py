@@ -8,11 +8,10 @@ from __future__ import annotations
 
 def dpo_gate(iteration: int, n_pairs: int, min_pairs: int, on_too_few: str) -> dict:
     """Whether iteration ``iteration``'s DPO stage trains: ``train``, or with fewer than ``min_pairs``
-    pairs ``stop`` or ``skip`` (config ``dpo.on_too_few_pairs``), with the message saying why."""
+    pairs ``stop`` or ``skip`` (config ``dpo.on_too_few_pairs``, one of the two by the schema), with the
+    message saying why."""
     if n_pairs >= min_pairs:
         return {"decision": "train", "message": f"iteration {iteration}: {n_pairs} pairs, DPO trains on them"}
-    if on_too_few not in ("stop", "skip"):
-        raise ValueError(f"config key 'dpo.on_too_few_pairs' must be stop or skip, not {on_too_few!r}")
     head = (f"iteration {iteration} yielded {n_pairs} DPO pairs, fewer than dpo.min_pairs = {min_pairs} "
             f"(see iter{iteration}/dpo/pair_stats.json)")
     if on_too_few == "stop":

@@ -23,7 +23,8 @@ from collections import Counter
 
 from veripo.errors import InputError
 from veripo.jsonio import unique_index
-from veripo.verify.judges.verdicts import CONSISTENT, INCONSISTENT, answer_text, think_text
+from veripo.answers import extract_answer as answer_text, extract_think as think_text
+from veripo.verify.judges.verdicts import CONSISTENT, INCONSISTENT
 from veripo.rewards import is_well_formed
 
 KINDS = ("consistency", "penalty", "reflection")

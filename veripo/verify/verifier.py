@@ -9,30 +9,21 @@ compare) and UNPARSABLE (an LLM reply that names no verdict) are never counted a
 """
 from __future__ import annotations
 
+import logging
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from veripo import rewards
 from veripo.verify.judges import CONSISTENT, INCONSISTENT, UNKNOWN, UNPARSABLE, Judge, make_judge  # noqa: F401
 from veripo.verify.judges.rule import normalise_answer, rule_judge, think_conclusion  # noqa: F401
-from veripo.verify.judges.verdicts import think_text
+from veripo.answers import extract_think as think_text
+from veripo.jsonio import read_jsonl, require_types, unique_index, write_json, write_jsonl
 from veripo.prompts import strip_mc_suffix
+from veripo.stage_config import VerifierConfig, VerifierSampleJob, write_settings
+from veripo.verify.stats import verdict_statistics
 
-
-@dataclass
-class VerifierConfig:
-    min_think_tokens: int          # length: fewer think tokens (policy tokenizer) fail
-    ngram: int                     # repetition: an n-gram of this many think tokens ...
-    max_ngram_repeats: int         # ... seen this many times fails
-    max_compression_ratio: float   # repetition: a zlib ratio above this fails ...
-    min_text_for_compression: int  # ... for thinks of at least this many characters
-    numeric_right: float           # accuracy, numeric answers: MRA at or above is right ...
-    numeric_wrong: float           # ... at or below is wrong, in between partial
-
-    @classmethod
-    def from_config(cls, section: dict) -> "VerifierConfig":
-        return cls(**{k: section[k] for k in cls.__dataclass_fields__})
+log = logging.getLogger(__name__)
 
 
 def max_ngram_count(tokens: list, n: int) -> int:
@@ -119,3 +110,65 @@ def verify_all(rollouts: list[dict], tokenizer, cfg: VerifierConfig, judge: Judg
 def get_judge(spec: dict) -> Judge:
     """The consistency judge named in the config (``verifier.judge``)."""
     return make_judge(spec)
+
+
+ROLLOUT_FIELDS = ("rollout_id", "query_id", "completion", "query", "iteration")
+
+
+def load_rollouts(path: str) -> list[dict]:
+    """The rollouts of ``path`` the verifier judges: unique ids, a text completion and its query each."""
+    rows = read_jsonl(path, required=ROLLOUT_FIELDS)
+    unique_index(rows, "rollout_id", path)
+    require_types(rows, {"completion": str, "query": dict}, path)
+    return rows
+
+
+@dataclass(frozen=True)
+class VerifierOutputs:
+    """Where the verifier_judge job writes."""
+
+    verdicts: str  # one verdict per rollout (JSONL)
+    stats: str  # the iteration's verdict statistics (JSON)
+    settings: str  # the job's effective settings (JSON)
+
+
+def run_job(rollouts_path: str, model_path: str, cfg: VerifierConfig, out: VerifierOutputs, progress=None) -> dict:
+    """The verifier_judge job: a verdict for every rollout at ``rollouts_path``, think tokens counted
+    with ``model_path``'s tokenizer. Returns the statistics."""
+    from transformers import AutoTokenizer
+
+    rows = load_rollouts(rollouts_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    judge = get_judge(cfg.judge)
+    log.info("judge %s on %d rollouts", judge.name, len(rows))
+    verdicts = verify_all(rows, tokenizer, cfg, judge, progress=progress)
+    write_jsonl(out.verdicts, verdicts)
+    stats = verdict_statistics(verdicts)
+    write_json(out.stats, stats)
+    write_settings(out.settings, cfg, {"rollouts": rollouts_path, "model": model_path}, world_size=1)
+    return stats
+
+
+def run_sample_job(model_path: str, data_path: str, job: VerifierSampleJob, iteration: int, out: str,
+                   settings_out: str, progress=None) -> list[dict]:
+    """The verifier_sample job: ``job.rollouts.rollouts_per_query`` fresh rollouts per query from the
+    GRPO checkpoint, sampled as the GRPO stage samples except for group size and temperature."""
+    import torch
+
+    from veripo.data import queries
+    from veripo.model import policy
+    from veripo.stage_config import PromptSetup
+    from veripo.model.rollouts import Sampling, sample_fresh
+
+    r = job.rollouts
+    torch.manual_seed(r.seed)
+    prompts = PromptSetup.of(job)
+    records = queries.load_queries(data_path)
+    model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
+    policy.configure_processor(processor, prompts.media)
+    sampling = Sampling.of(replace(job.grpo, rollouts_per_query=r.rollouts_per_query, temperature=r.temperature))
+    rows = sample_fresh(model, processor, records, sampling, prompts.templates, prompts.media, iteration, r.seed,
+                        progress)
+    write_jsonl(out, rows)
+    write_settings(settings_out, job, {"model": model_path, "data": data_path}, iteration=iteration, world_size=1)
+    return rows

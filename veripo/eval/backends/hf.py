@@ -5,16 +5,7 @@ list of questions with one ``Generation`` each, from the same prepared inputs (v
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from veripo.eval.settings import BACKENDS
-
-
-@dataclass
-class Generation:
-    text: str  # decoded completion, special tokens removed
-    num_tokens: int  # generated tokens, the EOS included
-    truncated: bool  # hit max_new_tokens without EOS
+from veripo.eval.backends.base import Generation  # noqa: F401  (what every backend returns)
 
 
 def vllm_available() -> bool:
@@ -26,9 +17,8 @@ def vllm_available() -> bool:
 
 
 def resolve_backend(name: str) -> str:
-    """"hf" or "vllm" for a configured backend name; auto = vllm when importable on a CUDA machine."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown eval backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    """"hf" or "vllm" for a configured backend name (one of hf, vllm, auto by the schema); auto = vllm
+    when importable on a CUDA machine."""
     if name != "auto":
         return name
     import torch
@@ -65,7 +55,7 @@ class HFBackend:
         gen = self.settings["generation"]
         inputs = [eval_inputs.prepare(self.processor, q, self.video_root, self.settings["media"],
                                       self.settings["prompts"]) for q in questions]
-        prompts = [eval_inputs.encode(self.processor, inp) for inp in inputs]
+        prompts = [policy.encode(self.processor, inp.text, inp.video, inp.image) for inp in inputs]
         ro = batch_generate.generate(self.model, prompts, gen["max_new_tokens"], gen["temperature"], gen["top_p"],
                                      gen["repetition_penalty"], generator=self.generator,
                                      pad_id=self.processor.tokenizer.pad_token_id)
@@ -75,11 +65,9 @@ class HFBackend:
 
 
 def load_backend(name: str, model_path: str, settings: dict, video_root: str):
-    """The backend object for a resolved name ("hf" or "vllm")."""
+    """The backend object for a name ``resolve_backend`` gave ("hf" or "vllm")."""
     if name == "vllm":
         from veripo.eval.backends.vllm import VLLMBackend
 
         return VLLMBackend(model_path, settings, video_root)
-    if name == "hf":
-        return HFBackend(model_path, settings, video_root)
-    raise ValueError(f"unknown resolved backend {name!r}; expected hf or vllm")
+    return HFBackend(model_path, settings, video_root)

@@ -7,7 +7,7 @@ derives from it, and depending on the vLLM/transformers pair either the metadata
 """
 from __future__ import annotations
 
-from veripo.eval.backends.hf import Generation
+from veripo.eval.backends.base import Generation
 
 ENGINE_DEFAULTS = {"gpu_memory_utilization": 0.9, "tensor_parallel_size": 1}
 

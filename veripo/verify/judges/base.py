@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 
+from veripo.answers import extract_answer, extract_think
 from veripo.errors import JudgeError  # noqa: F401  (judges raise it; defined with the CLI's error types)
-from veripo.verify.judges.verdicts import UNKNOWN, answer_text, parse_reply, render_prompt, think_text
+from veripo.verify.judges.verdicts import UNKNOWN, parse_reply, render_prompt
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class LLMJudge(Judge):
         out: list[dict | None] = [None] * len(texts)
         asked, prompts = [], []
         for i, (text, question) in enumerate(zip(texts, questions)):
-            reasoning, answer = think_text(text), answer_text(text)
+            reasoning, answer = extract_think(text), extract_answer(text)
             if not reasoning or answer is None:
                 out[i] = {"verdict": UNKNOWN, "judge": self.name, "raw": None}
                 continue

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import re
 
-from veripo.answers import ANSWER_TYPES, math_answer_score
+from veripo.answers import ANSWER_TYPES, extract_answer, extract_think, math_answer_score
 from veripo.verify.judges.base import Judge, parallel
-from veripo.verify.judges.verdicts import CONSISTENT, INCONSISTENT, UNKNOWN, answer_text, think_text
+from veripo.verify.judges.verdicts import CONSISTENT, INCONSISTENT, UNKNOWN
 
 _LEAD = re.compile(r"\banswer\s+(?:is|should\s+be|would\s+be)\b\s*:?\s*", re.IGNORECASE)
 _LETTER = re.compile(
@@ -105,8 +105,8 @@ def _same(conclusion: str, answer: str, answer_type: str | None) -> bool:
 
 
 def rule_judge(text: str, answer_type: str | None = None) -> dict:
-    concl = think_conclusion(think_text(text), answer_type)
-    ans = normalise_answer(answer_text(text), answer_type)
+    concl = think_conclusion(extract_think(text), answer_type)
+    ans = normalise_answer(extract_answer(text), answer_type)
     if concl is None or ans is None:
         verdict = UNKNOWN
     else:

@@ -1,8 +1,9 @@
 """What every consistency judge shares: the verdict names, the prompt and the reply parser.
 
 A judge sees one rollout as (question, reasoning, answer): the reasoning is the ``<think>`` content,
-the answer the ``<answer>`` content. The prompt is a config template with ``{question}``,
-``{reasoning}`` and ``{answer}`` (filled by plain replacement, so other braces in it stay as they are).
+the answer the ``<answer>`` content (both read by ``veripo.answers``). The prompt is a config template
+with ``{question}``, ``{reasoning}`` and ``{answer}`` (filled by plain replacement, so other braces in
+it stay as they are).
 An LLM's reply is read by ``parse_reply``; a reply it cannot read is UNPARSABLE, never CONSISTENT.
 """
 from __future__ import annotations
@@ -11,19 +12,6 @@ import re
 
 CONSISTENT, INCONSISTENT, UNKNOWN, UNPARSABLE = "CONSISTENT", "INCONSISTENT", "UNKNOWN", "UNPARSABLE"
 VERDICTS = (CONSISTENT, INCONSISTENT, UNKNOWN, UNPARSABLE)
-
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-
-
-def think_text(text: str) -> str | None:
-    m = _THINK.search(text)
-    return m.group(1).strip() if m else None
-
-
-def answer_text(text: str) -> str | None:
-    m = _ANSWER.search(text)
-    return m.group(1).strip() if m else None
 
 
 def render_prompt(template: str, question: str, reasoning: str, answer: str) -> str:
