@@ -80,6 +80,17 @@ def unique_index(rows: list[dict], key: str, path: object) -> dict:
     return out
 
 
+def require_token_ids(rows: list[dict], fields: Iterable[str], path: object, what: str = "token ids") -> None:
+    """Each of ``fields`` holds a non-empty list of ints (token ids; a bool is not one), else an
+    InputError naming the file, line and field."""
+    for row in rows:
+        for f in fields:
+            ids = row.get(f)
+            if not isinstance(ids, list) or not ids or not all(type(t) is int for t in ids):
+                raise InputError(path, f"expected {what} (a non-empty list of integers)", line=row.get("_line"),
+                                 field=f)
+
+
 def _strip_private(rec: dict) -> dict:
     return {k: v for k, v in rec.items() if not k.startswith("_")}
 

@@ -4,7 +4,7 @@ Identity: a query is sampled once per epoch, so ``<query>#<i>`` repeats across t
 (and did: the pair builder once attached three epochs' verdicts to one rollout). A rollout's id is
 ``<query>@r<round>#<i>``, where rounds count across the stage's epochs; ``group_id``
 (``<query>@r<round>``) names the G rollouts sampled together. Every reader of rollouts, verdicts or
-pairs indexes them with ``unique_index``, which stops at the first repeated id, naming file and line.
+pairs indexes them with ``veripo.jsonio.unique_index``, which stops at the first repeated id, naming file and line.
 
 Tokens: ``completion_ids`` are the sampled ids, ending with the EOS the sampler drew, or without one
 when the rollout was truncated at ``max_new_tokens``. DPO trains on these ids: decoding the text and
@@ -19,8 +19,6 @@ import torch
 from veripo import rewards
 
 from veripo.model import policy
-from veripo.errors import InputError
-from veripo.jsonio import unique_index  # noqa: F401  (readers of rollouts index with it)
 
 
 def rollout_id(query_id: str, round_idx: int, i: int) -> str:
@@ -29,15 +27,6 @@ def rollout_id(query_id: str, round_idx: int, i: int) -> str:
 
 def group_id(query_id: str, round_idx: int) -> str:
     return f"{query_id}@r{round_idx}"
-
-
-def check_completion_ids(rows: list[dict], path: object) -> None:
-    """Every row carries its sampled ids as a non-empty list of ints."""
-    for row in rows:
-        ids = row.get("completion_ids")
-        if not isinstance(ids, list) or not ids or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-            raise InputError(path, "expected the sampled token ids (a non-empty list of integers)",
-                             line=row.get("_line"), field="completion_ids")
 
 
 @dataclass

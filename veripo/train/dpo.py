@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from veripo.errors import InputError
-from veripo.jsonio import read_jsonl, unique_index, write_json, write_jsonl
+from veripo.jsonio import read_jsonl, require_token_ids, unique_index, write_json, write_jsonl
 from veripo.model import policy
 from veripo.stage_config import DPOConfig, DPOJob, PromptSetup, RunContext, write_settings
 from veripo.train import distributed
@@ -33,13 +33,9 @@ def load_pairs(path: str) -> list[dict]:
     differing token ids DPO scores; otherwise an InputError naming the line and field."""
     pairs = read_jsonl(path, required=PAIR_FIELDS)
     unique_index(pairs, "pair_id", path)
+    require_token_ids(pairs, ("chosen_ids", "rejected_ids"), path)
     for p in pairs:
         p["_source"] = f"{path}, line {p['_line']}"
-        for side in ("chosen_ids", "rejected_ids"):
-            ids = p[side]
-            if not isinstance(ids, list) or not ids or not all(type(t) is int for t in ids):
-                raise InputError(path, "expected token ids (a non-empty list of integers)", line=p["_line"],
-                                 field=side)
         if p["chosen_ids"] == p["rejected_ids"]:
             raise InputError(path, "chosen and rejected are the same tokens", line=p["_line"], field="chosen_ids")
     return pairs

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from veripo.jsonio import read_jsonl, require_types, write_json, write_jsonl
-from veripo.model.rollouts import check_completion_ids
+from veripo.jsonio import read_jsonl, require_token_ids, require_types, write_json, write_jsonl
 from veripo.stage_config import PairsConfig, write_settings
 from veripo.verify.pairs import build_all_pairs, is_chosen, join_verdicts
 from veripo.verify.stats import pair_statistics
@@ -28,7 +27,7 @@ def build_pairs_job(rollouts_path: str, verdicts_path: str, model_path: str, cfg
 
     rows = read_jsonl(rollouts_path, required=("rollout_id", "query_id", "completion", "completion_ids", "query"))
     require_types(rows, {"completion": str, "query": dict}, rollouts_path)
-    check_completion_ids(rows, rollouts_path)
+    require_token_ids(rows, ["completion_ids"], rollouts_path, "the sampled token ids")
     verdicts = read_jsonl(verdicts_path, required=("rollout_id", "query_id", "checks", "clean"))
     groups = join_verdicts(rows, verdicts, rollouts_path, verdicts_path)
     tok = AutoTokenizer.from_pretrained(model_path)
