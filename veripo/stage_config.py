@@ -137,6 +137,11 @@ class TrainConfig(Section):
                            "read with engine deepspeed")
     master_port: int = doc("rendezvous port on the first node: read by the launcher (veripo/train/launch.py), "
                            "not by the loops")
+    gradient_checkpointing: bool = doc("recompute each decoder layer's activations in the backward instead of "
+                                       "storing them (the 7B needs it: see speed/memory_plan.py)", default=False)
+    logprob_chunk: int = doc("completion tokens per LM-head chunk when scoring log-probs: full-vocabulary "
+                             "logits exist for this many tokens at a time, never for whole sequences",
+                             default=256)
 
 
 @dataclass(frozen=True, kw_only=True)
