@@ -1,0 +1,480 @@
+"""The steps of the GPU check, one per process (run.sh runs each under its own time limit).
+
+    python speed/gpu/steps.py STEP --results DIR --work DIR      (STEP: preflight fwd_bwd sampler grpo dpo)
+
+Environment: SHAPE (3b | 7b | tiny; default 3b), DEVICE (cuda | cpu; default cuda), TRAIN_LAYERS (text
+layers of the GRPO/DPO model; default the shape's). bf16 on cuda, fp32 on cpu. Each step writes
+DIR/STEP.json: what it measured, and per part either its numbers or the error it hit; the process exits
+1 when a part failed. Every call goes through the project's code (veripo.model.policy, batch_generate,
+veripo.train.grpo/dpo and their TrainEngine); only the model, the video and the GRPO reward are
+stand-ins (fixture.py, and ``alternating_reward`` below).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from veripo.media.torchvision_cpu import apply as _tv_apply  # noqa: E402
+
+_tv_apply()
+
+import torch  # noqa: E402
+
+import fixture  # noqa: E402
+import measure  # noqa: E402
+from measure import Result, Timer  # noqa: E402
+
+ZERO_CONFIG = "configs/deepspeed/zero3.json"
+PROBE = "model.language_model.layers.0.mlp.down_proj.weight"  # a trained weight
+VISION_PROBE = "model.visual.blocks.0.mlp.down_proj.weight"  # frozen in GRPO and DPO
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every step is told: the shape, where it runs, and its scratch folder."""
+
+    shape: str
+    device: torch.device
+    work: Path
+
+    @property
+    def gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.gpu else torch.float32
+
+    def size(self, gpu: int, cpu: int) -> int:
+        """A knob's value: the real-scale one on a GPU, the dry run's on a CPU."""
+        return gpu if self.gpu else cpu
+
+    def env_int(self, name: str, gpu: int, cpu: int) -> int:
+        return int(os.environ.get(name) or self.size(gpu, cpu))
+
+
+def _policy_inputs(run: Run, shape_name: str, dtype: torch.dtype, layers: int | None = None):
+    """(model, processor, record, media) of a check: random model on the device, processor, video query."""
+    tok = fixture.build_tokenizer()
+    media = fixture.media(run.shape)
+    processor = fixture.build_processor(tok, media)
+    model = fixture.build_model(fixture.shape(shape_name, layers), tok, run.device, dtype)
+    return model, processor, fixture.video_record(run.work, run.shape), media
+
+
+def _encode(processor, record: dict, media: dict):
+    from veripo.model import policy
+
+    return policy.encode_query(processor, record, fixture.templates(), media, None)
+
+
+def _params(model) -> dict:
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "params_vision": sum(p.numel() for p in model.model.visual.parameters()),
+            "layer_weights": measure.layer_weights(model)}
+
+
+# --- preflight ------------------------------------------------------------------------------------------
+
+def preflight(run: Run, r: Result) -> None:
+    """Versions, the GPU, and whether the carried packages import."""
+    import importlib
+    import importlib.metadata as md
+
+    with r.part("versions") as out:
+        out["python"] = platform.python_version()
+        for dist in ("torch", "transformers", "tokenizers", "deepspeed", "av", "pydantic", "torchvision"):
+            try:
+                out[dist] = md.version(dist)
+            except md.PackageNotFoundError:
+                out[dist] = None
+        for mod in ("deepspeed", "av"):
+            importlib.import_module(mod)
+    with r.part("accelerator") as out:
+        out["cuda_available"] = torch.cuda.is_available()
+        out["torch_cuda"] = torch.version.cuda
+        if run.gpu:
+            if not torch.cuda.is_available():
+                raise RuntimeError("DEVICE=cuda but torch sees no GPU (DEVICE=cpu SHAPE=tiny runs the dry run)")
+            p = torch.cuda.get_device_properties(0)
+            out.update(name=p.name, memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
+                       multiprocessors=p.multi_processor_count, bf16=torch.cuda.is_bf16_supported(),
+                       nccl=str(torch.cuda.nccl.version()), peak_bf16_tflops=measure.peak_tflops())
+        from deepspeed.accelerator import get_accelerator
+
+        out["deepspeed_accelerator"] = get_accelerator().device_name()
+    with r.part("model") as out:
+        model, processor, record, media = _policy_inputs(run, run.shape, run.dtype)
+        prompt = _encode(processor, record, media)
+        out.update(_params(model), prompt_tokens=prompt.length,
+                   video_tokens=int((prompt.input_ids == model.config.video_token_id).sum()),
+                   video_grid_thw=prompt.media["video_grid_thw"].tolist(), media=media)
+
+
+# --- forward/backward -----------------------------------------------------------------------------------
+
+def fwd_bwd(run: Run, r: Result) -> None:
+    """bf16 forward+backward of ``policy.completion_logprobs`` with the video in the prompt (vision frozen,
+    its features cached per query as in training), gradient checkpointing off then on: seconds, tokens/s,
+    MFU, peak memory; and the two log-prob tensors agree."""
+    from veripo.model import policy
+    from veripo.train.checkpoints import frozen_vision
+
+    n, T = run.env_int("FWD_N", 4, 2), run.env_int("FWD_T", 1024, 16)
+    reps = run.size(2, 1)
+    model, processor, record, media = _policy_inputs(run, run.shape, run.dtype)
+    frozen_vision(model)
+    prompt = _encode(processor, record, media)
+    g = torch.Generator().manual_seed(0)
+    completions = torch.randint(0, len(processor.tokenizer) - 32, (n, T), generator=g)
+    mask = torch.ones(n, T, dtype=torch.long)
+    mask[n // 2:, T // 2:] = 0  # ragged, as a group's rollouts are
+    r.update(_params(model), n=n, completion_tokens=T, prompt_tokens=prompt.length, reps=reps)
+    flops = 3 * measure.forward_flops(model, n, prompt.length, T)
+    logps = {}
+    for gc in (False, True):
+        with r.part(f"gc_{'on' if gc else 'off'}") as out:
+            if gc:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.train()
+            measure.reset_peak()
+            seconds = []
+            for i in range(reps + 1):  # the first pass warms up (kernels, the cached vision features)
+                model.zero_grad(set_to_none=True)
+                with Timer() as t:
+                    lp = policy.completion_logprobs(model, prompt, completions, mask)
+                    m = mask.to(lp.device, lp.dtype)
+                    loss = -(lp * m).sum() / m.sum()
+                    loss.backward()
+                if i:
+                    seconds.append(t.seconds)
+            grads = [p.grad.float().norm() for p in model.parameters() if p.grad is not None]
+            s = sum(seconds) / len(seconds)
+            out.update(seconds=round(s, 4), tokens=n * (prompt.length + T),
+                       tokens_per_s=round(n * (prompt.length + T) / s, 1), **measure.rate(flops, s),
+                       peak_gib=measure.peak_gib(), loss=float(loss), grad_norm=float(torch.stack(grads).norm()),
+                       params_with_grad=len(grads))
+            logps[gc] = lp.detach().float().cpu()
+            if gc:
+                model.gradient_checkpointing_disable()
+    if len(logps) == 2:
+        r["gc_logprob_max_abs_diff"] = float(((logps[True] - logps[False]).abs() * mask).max())
+
+
+# --- samplers -------------------------------------------------------------------------------------------
+
+def _hf_greedy(model, prompt, max_new_tokens: int, pad_id: int) -> torch.Tensor:
+    """transformers' own greedy ``generate`` on the same processor tensors, vision placeholders suppressed."""
+    from veripo.model import policy
+
+    dev = next(model.parameters()).device
+    inputs = {"input_ids": prompt.input_ids, "attention_mask": torch.ones_like(prompt.input_ids),
+              "mm_token_type_ids": prompt.mm_token_type_ids, **prompt.media}
+    inputs = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    with torch.no_grad():
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                             suppress_tokens=policy.suppressed_token_ids(model), pad_token_id=pad_id,
+                             temperature=None, top_p=None, top_k=None)
+    return out[0, prompt.length:].cpu()
+
+
+def _compare(hf: torch.Tensor, ours) -> dict:
+    mine = ours.tokens[0][ours.mask[0].bool()]
+    L = min(len(hf), len(mine))
+    same = (hf[:L] == mine[:L]).tolist()
+    return {"equal": bool(len(hf) == len(mine) and all(same)), "tokens_hf": len(hf), "tokens_ours": len(mine),
+            "first_difference": next((i for i, s in enumerate(same) if not s), None if len(hf) == len(mine) else L),
+            "agreement": round(sum(same) / max(1, L), 4)}
+
+
+def _three_way(model, prompt, steps: int, pad_id: int) -> dict:
+    """HF greedy against each of our samplers; each sampler's failure is recorded beside the other's
+    result, then raised (the part fails)."""
+    from veripo.model import batch_generate, policy
+
+    hf = _hf_greedy(model, prompt, steps, pad_id)
+    ours = {"policy_sample": lambda: policy.sample(model, prompt, 1, steps, temperature=0.0, pad_id=pad_id),
+            "batch_generate": lambda: batch_generate.generate(model, [prompt], steps, temperature=0.0, pad_id=pad_id)}
+    out, errors = {}, []
+    for name, run_sampler in ours.items():
+        try:
+            out[name] = _compare(hf, run_sampler())
+        except Exception as exc:  # noqa: BLE001 - recorded, and raised below once both have run
+            traceback.print_exc()
+            out[name] = {"equal": False, "error": measure.error_text(exc)}
+            errors.append(f"{name}: {out[name]['error']}")
+    out["tokens_identical"] = all(out[name]["equal"] for name in ours)
+    if errors:
+        raise SamplerFailed(out, "; ".join(errors))
+    return out
+
+
+class SamplerFailed(RuntimeError):
+    def __init__(self, partial: dict, message: str):
+        super().__init__(message)
+        self.partial = partial
+
+
+def _fill(out: dict, compare) -> None:
+    """``out`` updated with ``compare()``, also with what it had when one sampler failed."""
+    try:
+        out.update(compare())
+    except SamplerFailed as exc:
+        out.update(exc.partial)
+        raise
+
+
+def sampler(run: Run, r: Result) -> None:
+    """Greedy ``policy.sample`` and ``batch_generate.generate`` against HF ``generate``: token-identical in
+    fp32 at small shapes; their agreement in bf16 at the full shape; decode tokens/s of a group."""
+    from veripo.model import policy
+
+    steps = run.env_int("SAMPLER_TOKENS", 48, 16)
+    group, decode = run.env_int("DECODE_G", 8, 4), run.env_int("DECODE_TOKENS", 256, 16)
+    r.update(greedy_tokens=steps, decode_group=group, decode_tokens=decode)
+    model = None
+    with r.part("identity_fp32") as out:
+        small = fixture.small_shape(run.shape)
+        model, processor, record, media = _policy_inputs(run, small, torch.float32)
+        out["shape"] = small
+        _fill(out, lambda: _three_way(model, _encode(processor, record, media), steps,
+                                      processor.tokenizer.pad_token_id))
+    if run.gpu:
+        model = None  # the next part's model replaces it
+        measure.reset_peak()
+        with r.part("agreement_bf16") as out:
+            model, processor, record, media = _policy_inputs(run, run.shape, run.dtype)
+            out["shape"] = run.shape
+            _fill(out, lambda: _three_way(model, _encode(processor, record, media), steps,
+                                          processor.tokenizer.pad_token_id))
+    with r.part("decode") as out:
+        if model is None:
+            raise RuntimeError("no model: the part that builds it failed")
+        prompt = _encode(processor, record, media)
+        pad = processor.tokenizer.pad_token_id
+        model.eval()
+
+        def sample(g: int, tokens: int, seed: int):
+            # eos_ids=[-1]: no row stops early, every step decodes the whole group
+            return policy.sample(model, prompt, g, tokens, temperature=1.0, eos_ids=[-1], pad_id=pad,
+                                 generator=torch.Generator(device=run.device).manual_seed(seed))
+
+        sample(group, 4, 0)
+        measure.reset_peak()
+        with Timer() as t_prefill:
+            sample(group, 1, 1)
+        with Timer() as t:
+            ro = sample(group, decode, 2)
+        steps_done = ro.tokens.shape[1]
+        per_step = (t.seconds - t_prefill.seconds) / max(1, steps_done - 1)
+        out.update(shape=run.shape if run.gpu else fixture.small_shape(run.shape), prompt_tokens=prompt.length,
+                   group=group, new_tokens=steps_done, seconds=round(t.seconds, 3),
+                   prefill_seconds=round(t_prefill.seconds, 3), ms_per_step=round(1000 * per_step, 2),
+                   tokens_per_s=round(group * steps_done / t.seconds, 1), peak_gib=measure.peak_gib())
+
+
+# --- GRPO and DPO through the engine -------------------------------------------------------------------
+
+class Timeline:
+    """How long TrainEngine took to initialise, and the training window of a loop: from its last
+    ``model.train()`` (both loops call it right before their forward/backward passes) to the return of
+    ``engine.step``. Wraps TrainEngine's methods and the model's ``train`` in this process only."""
+
+    def __init__(self, model):
+        from veripo.train.engine import TrainEngine
+
+        self.init_s = self.train_start = self.step_end = None
+        init, step, train = TrainEngine.__init__, TrainEngine.step, model.train
+        timeline = self
+
+        def timed_init(engine, *a, **kw):
+            with Timer() as t:
+                init(engine, *a, **kw)
+            timeline.init_s = t.seconds
+
+        def timed_step(engine):
+            norm = step(engine)
+            measure.sync()
+            timeline.step_end = time.perf_counter()
+            return norm
+
+        def marked_train(mode: bool = True):
+            if mode:
+                measure.sync()
+                timeline.train_start = time.perf_counter()
+            return train(mode)
+
+        TrainEngine.__init__, TrainEngine.step = timed_init, timed_step
+        model.train = marked_train
+
+    @property
+    def train_seconds(self) -> float:
+        return self.step_end - self.train_start
+
+
+def alternating_reward():
+    """A stand-in for the accuracy reward: 1, 0, 1, 0, ... over the rollouts as they are scored. Random
+    weights never earn the rule rewards, and a group whose rewards are all equal has zero advantage and
+    no gradient, so the step would not move the weights and would prove nothing."""
+    from veripo import rewards
+
+    turn = itertools.cycle([1.0, 0.0])
+    rewards.accuracy_reward = lambda text, record: next(turn)
+
+
+def _probes(model) -> dict:
+    named = dict(model.named_parameters())
+    return {k: named[k].detach().float().cpu().clone() for k in (PROBE, VISION_PROBE)}
+
+
+def _moved(before: dict, engine) -> dict:
+    with engine.full_parameters():
+        after = _probes(engine.module)
+    diff = {k: (after[k] - before[k]).abs() for k in before}
+    return {"weights_moved": bool(diff[PROBE].max() > 0),
+            "moved_share": round(float((diff[PROBE] > 0).float().mean()), 4),
+            "max_abs_change": float(diff[PROBE].max()), "vision_unchanged": bool(diff[VISION_PROBE].max() == 0)}
+
+
+def _run_context(run: Run, stage: str):
+    from veripo.stage_config import RunContext
+
+    return RunContext(stage=stage, iteration=0, engine="deepspeed", zero_config=ZERO_CONFIG,
+                      dtype="bfloat16" if run.gpu else "float32")
+
+
+def _prompt_setup(media: dict):
+    from veripo.stage_config import PromptSetup
+
+    return PromptSetup(fixture.templates(), media)
+
+
+def _train_model(run: Run):
+    layers = int(os.environ["TRAIN_LAYERS"]) if os.environ.get("TRAIN_LAYERS") else None
+    model, processor, record, media = _policy_inputs(run, run.shape, run.dtype, layers)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, processor, record, media
+
+
+def _train_rate(model, n: int, prompt, completion_len: int, seconds: float) -> dict:
+    """Tokens/s and MFU of a loop's training window: n sequences' forward+backward and the optimiser step."""
+    flops = 3 * measure.forward_flops(model, n, prompt.length, completion_len)
+    tokens = n * (prompt.length + completion_len)
+    return {"train_seconds": round(seconds, 3), "train_tokens": tokens,
+            "train_tokens_per_s": round(tokens / seconds, 1), **measure.rate(flops, seconds)}
+
+
+def grpo(run: Run, r: Result) -> None:
+    """One GRPO round of one video query (G rollouts, one optimiser step in two micro-batches) through
+    ``veripo.train.grpo.train_grpo`` on DeepSpeed ZeRO-3, world size 1, gradient checkpointing on."""
+    from veripo.stage_config import GRPOConfig
+    from veripo.train import grpo as grpo_loop
+
+    G, max_new = run.env_int("GRPO_G", 8, 4), run.env_int("GRPO_TOKENS", 128, 8)
+    model, processor, record, media = _train_model(run)
+    r.update(_params(model), group=G, max_new_tokens=max_new, zero_config=ZERO_CONFIG, gradient_checkpointing=True)
+    before = _probes(model)
+    alternating_reward()
+    timeline = Timeline(model)
+    cfg = GRPOConfig(rollouts_per_query=G, temperature=1.0, top_p=1.0, max_new_tokens=max_new, clip_eps=0.2,
+                     kl_coef=0.0, adv_eps=1e-6, format_weight=0.5, freeze_vision=True, micro_batch=G // 2,
+                     grad_clip=1.0, weight_decay=0.0, seed=0, checkpoint_every=100, lr=1e-4, global_batch=G,
+                     rollout_batch=1, epochs=1)
+    rows: list = []
+    measure.reset_peak()
+    with r.part("step") as out:
+        with Timer() as t:
+            engine, metrics = grpo_loop.train_grpo(model, processor, [record], cfg, _prompt_setup(media),
+                                                   _run_context(run, "gpu-check"), rows.extend)
+        (m,) = metrics
+        completion_len = max(row["num_tokens"] for row in rows)
+        out.update(seconds=round(t.seconds, 2), zero_stage=engine.zero_stage, ds_init_seconds=round(timeline.init_s, 2),
+                   loss=m["loss"], grad_norm=m["grad_norm"], kl=m["kl"], clip_frac=m["clip_frac"],
+                   rollouts=len(rows), rewards=[row["reward"] for row in rows],
+                   advantages=[round(row["advantage"], 4) for row in rows],
+                   sample_seconds=round(m["seconds/sample"], 3),
+                   sample_tokens_per_s=round(sum(row["num_tokens"] for row in rows) / m["seconds/sample"], 1),
+                   **_train_rate(engine.module, G, _encode(processor, record, media), completion_len,
+                                 timeline.train_seconds),
+                   peak_gib=measure.peak_gib(), **_moved(before, engine))
+
+
+def dpo(run: Run, r: Result) -> None:
+    """One DPO step on two pairs of one video query through ``veripo.train.dpo.train_dpo`` on DeepSpeed
+    ZeRO-3, world size 1, gradient checkpointing on. Policy == reference at the first step, so its loss
+    is ln 2 (up to the reference forward's own float noise)."""
+    from veripo.stage_config import DPOConfig
+    from veripo.train import dpo as dpo_loop
+
+    length = run.env_int("DPO_TOKENS", 256, 8)
+    model, processor, record, media = _train_model(run)
+    vocab = len(processor.tokenizer) - 32
+    g = torch.Generator().manual_seed(1)
+    pairs = []
+    for i in range(2):
+        chosen, rejected = (torch.randint(0, vocab, (length - k,), generator=g).tolist() for k in (0, length // 4))
+        pairs.append({"pair_id": f"gpu-check#{i}", "query_id": record["id"], "chosen": "", "rejected": "",
+                      "chosen_ids": chosen, "rejected_ids": rejected, "query": record})
+    r.update(_params(model), pairs=len(pairs), tokens_per_side=[length, length - length // 4],
+             zero_config=ZERO_CONFIG, gradient_checkpointing=True)
+    before = _probes(model)
+    timeline = Timeline(model)
+    cfg = DPOConfig(beta=0.1, lr=1e-4, global_batch=2, epochs=1, nll_coef=0.0, grad_clip=1.0, freeze_vision=True,
+                    weight_decay=0.0, seed=0, checkpoint_every=100, heldout_fraction=0.0, min_pairs=1,
+                    on_too_few_pairs="stop")
+    measure.reset_peak()
+    with r.part("step") as out:
+        with Timer() as t:
+            engine, metrics, _ = dpo_loop.train_dpo(model, processor, pairs, cfg, _prompt_setup(media),
+                                                    _run_context(run, "dpo"))
+        (m,) = metrics
+        # each pair's forward scores chosen and rejected together: 2 sequences padded to the longer side
+        out.update(seconds=round(t.seconds, 2), zero_stage=engine.zero_stage, ds_init_seconds=round(timeline.init_s, 2),
+                   loss=m["loss"], loss_minus_ln2=m["loss"] - math.log(2), margin=m["margin"],
+                   grad_norm=m["grad_norm"],
+                   **_train_rate(engine.module, 2 * len(pairs), _encode(processor, record, media), length,
+                                 timeline.train_seconds),
+                   peak_gib=measure.peak_gib(), **_moved(before, engine))
+
+
+STEPS = {"preflight": preflight, "fwd_bwd": fwd_bwd, "sampler": sampler, "grpo": grpo, "dpo": dpo}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", choices=list(STEPS))
+    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    a = ap.parse_args()
+    shape = os.environ.get("SHAPE", "3b")
+    device = torch.device(os.environ.get("DEVICE", "cuda"))
+    if shape not in (*fixture.SHAPES, "tiny"):
+        raise SystemExit(f"SHAPE={shape!r}: expected one of 3b, 7b, small, tiny")
+    run = Run(shape, device, a.work)
+    a.results.mkdir(parents=True, exist_ok=True)
+    r = Result(a.results / f"{a.step}.json", step=a.step, shape=shape, device=str(device),
+               dtype=str(run.dtype).removeprefix("torch."))
+    try:
+        STEPS[a.step](run, r)
+    except Exception as exc:  # noqa: BLE001 - the step's failure is its finding: recorded, exit 1
+        traceback.print_exc()
+        r["error"] = measure.error_text(exc)
+    r["status"] = "failed" if ("error" in r or r.failed_parts) else "ok"
+    r.save()
+    return 0 if r["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""speed/gpu/run.sh as its CPU dry run (SHAPE=tiny DEVICE=cpu: fp32, gloo, the project's tiny shapes):
+every step of the GPU check runs through the project's code and its summary says what the GPU run will
+say, so the check is known to work before a GPU is lent."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = ("preflight", "fwd_bwd", "sampler", "grpo", "dpo")
+
+
+def _numbers(value, where=""):
+    """(path, value) of every number in a JSON value; the strings 'nan'/'inf' count as numbers."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{where}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield where, value
+    elif isinstance(value, str) and value.lstrip("-") in ("nan", "inf"):
+        yield where, float(value)
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_cpu(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "SHAPE": "tiny", "DEVICE": "cpu", "OUT": str(out), "PYTHON": sys.executable}
+    # the first run on a machine also builds DeepSpeed's CPU communication op (about 90 s on 2 cores)
+    proc = subprocess.run(["bash", str(ROOT / "speed" / "gpu" / "run.sh")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    log = (out / "steps.log").read_text() if (out / "steps.log").exists() else ""
+    assert proc.returncode == 0, proc.stdout + proc.stderr + log[-6000:]
+    summary = json.loads((out / "summary.json").read_text())
+    steps = summary["steps"]
+
+    assert (summary["shape"], summary["device"], summary["dtype"]) == ("tiny", "cpu", "float32")
+    assert {name: steps[name]["status"] for name in STEPS} == {name: "ok" for name in STEPS}
+    assert summary["checks"] and all(v is True for v in summary["checks"].values()), summary["checks"]
+    bad = [(where, v) for where, v in _numbers(summary) if not math.isfinite(v)]
+    assert not bad, bad
+
+    # the forward/backward saw the video and counted every token it ran
+    pre = steps["preflight"]["result"]
+    fb = steps["fwd_bwd"]["result"]
+    assert pre["model"]["video_tokens"] > 0 and fb["prompt_tokens"] == pre["model"]["prompt_tokens"]
+    for gc in ("gc_off", "gc_on"):
+        part = fb[gc]
+        assert part["tokens"] == fb["n"] * (fb["prompt_tokens"] + fb["completion_tokens"])
+        assert part["seconds"] > 0 and part["tokens_per_s"] > 0 and part["tflops"] >= 0
+        assert part["grad_norm"] > 0 and part["params_with_grad"] > 0
+        assert part["mfu"] is None and part["peak_gib"] is None  # no card: no peak to compare with, no CUDA memory
+
+    # greedy decoding: our two samplers give HF generate's very tokens
+    sm = steps["sampler"]["result"]
+    for name in ("policy_sample", "batch_generate"):
+        same = sm["identity_fp32"][name]
+        assert same["equal"] and same["tokens_hf"] == same["tokens_ours"] >= 1 and same["agreement"] == 1.0
+    assert sm["decode"]["new_tokens"] == sm["decode_tokens"] and sm["decode"]["tokens_per_s"] > 0
+
+    # GRPO: the stand-in rewards alternate within the group, so advantages are +-1 (std-normalised) and
+    # the clipped surrogate at ratio 1 sums to -sum(advantages) = 0; the step still has a gradient
+    grpo = steps["grpo"]["result"]["step"]
+    assert grpo["zero_stage"] == 3 and grpo["rollouts"] == steps["grpo"]["result"]["group"]
+    assert sorted(set(grpo["rewards"])) == [0.0, 1.0] and abs(sum(grpo["advantages"])) < 1e-3
+    assert abs(grpo["loss"]) < 1e-4 and grpo["grad_norm"] > 0 and grpo["clip_frac"] == 0
+    assert grpo["weights_moved"] and grpo["vision_unchanged"] and grpo["train_tokens_per_s"] > 0
+
+    # DPO: policy == reference at its first step, so the loss is ln 2 and the margin 0
+    dpo = steps["dpo"]["result"]["step"]
+    assert dpo["zero_stage"] == 3 and abs(dpo["loss"] - math.log(2)) < 1e-3 and abs(dpo["margin"]) < 1e-2
+    assert dpo["grad_norm"] > 0 and dpo["weights_moved"] and dpo["vision_unchanged"]
+
+    lines = (out / "summary.txt").read_text().splitlines()
+    assert [line.split()[:2] for line in lines[1:6]] == [[name, "ok"] for name in STEPS]
+    assert proc.stdout.rstrip().endswith(lines[-1])
