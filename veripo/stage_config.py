@@ -443,11 +443,14 @@ class RunContext:
     dtype: str = doc("dtype of the weights (DeepSpeed's bf16/fp16 switch)", default="float32")
     dist: Any = doc("this process's veripo.train.distributed.Dist (rank, world, local rank); None: one process",
                     default=None)
+    gradient_checkpointing: bool = doc("TrainConfig.gradient_checkpointing", default=False)
+    logprob_chunk: int | None = doc("TrainConfig.logprob_chunk (None: whole sequences at once)", default=None)
 
     @classmethod
     def of(cls, job: PolicySetup, dist: Any, stage: str, iteration: int | None = None) -> RunContext:
         return cls(stage=stage, iteration=iteration, engine=job.train.engine, zero_config=job.train.zero_config,
-                   dtype=job.dtype, dist=dist)
+                   dtype=job.dtype, dist=dist, gradient_checkpointing=job.train.gradient_checkpointing,
+                   logprob_chunk=job.train.logprob_chunk)
 
 
 def settings_record(config: Any, inputs: dict[str, str], **context: Any) -> dict:

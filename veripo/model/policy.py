@@ -16,6 +16,7 @@ _tv_apply()
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import torch.utils.checkpoint  # noqa: E402
 
 from veripo import prompts  # noqa: E402
 
@@ -47,8 +48,10 @@ def load_policy(path: str, dtype: str = "float32", attn_implementation: str | No
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     from veripo.errors import InputError
+    from veripo.model import attention
 
     kw = {"dtype": getattr(torch, dtype)}
+    attn_implementation = attention.choose(attn_implementation)
     if attn_implementation:
         kw["attn_implementation"] = attn_implementation
     try:
@@ -116,6 +119,24 @@ def encode_query(processor, record: dict, templates: dict, media_cfg: dict, base
     return encode(processor, chat_text(processor, prompts.messages(record, templates)), clip, image)
 
 
+def model_device(model) -> torch.device:
+    """Where the model computes: its input embedding's device (a ZeRO-3 partition reports the rank's
+    device too). Every tensor a forward meets is created there."""
+    return model.get_input_embeddings().weight.device
+
+
+def place(prompt: EncodedPrompt, device: torch.device) -> EncodedPrompt:
+    """Move the prompt's tensors to ``device`` in place (once: a prompt serves many forwards)."""
+    if prompt.input_ids.device != device:
+        prompt.input_ids = prompt.input_ids.to(device)
+        prompt.mm_token_type_ids = prompt.mm_token_type_ids.to(device)
+        prompt.media = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in prompt.media.items()}
+        prompt.positions = prompt.positions.to(device) if prompt.positions is not None else None
+        prompt.rope_delta = prompt.rope_delta.to(device) if prompt.rope_delta is not None else None
+        prompt.features = {}
+    return prompt
+
+
 def _vision_features(model, prompt: EncodedPrompt, grad: bool) -> dict:
     inner = model.model
     feats = {}
@@ -130,81 +151,141 @@ def _vision_features(model, prompt: EncodedPrompt, grad: bool) -> dict:
     return feats
 
 
+def _idle_vision_call(model) -> torch.Tensor:
+    """The vision tower on one 28x28 image (one merged token), as a 0 to add to the embeddings.
+
+    Under ZeRO-3 every forward must call the same modules on every rank (each module call gathers its
+    parameters with a collective), and under data parallelism every trainable parameter must get a
+    gradient on every rank. A forward whose prompt has no image or video, or whose features are cached,
+    calls the tower on this instead."""
+    v = model.config.vision_config
+    merge = v.spatial_merge_size
+    patch_dim = v.in_channels * v.temporal_patch_size * v.patch_size ** 2
+    dev = model_device(model)
+    pixels = torch.zeros(merge * merge, patch_dim, dtype=model.model.visual.dtype, device=dev)
+    grid = torch.tensor([[1, merge, merge]], dtype=torch.long, device=dev)
+    out = torch.cat(model.model.get_image_features(pixels, grid).pooler_output, 0)
+    return out.sum() * 0
+
+
 def vision_trainable(model) -> bool:
     return any(p.requires_grad for p in model.model.visual.parameters()) and torch.is_grad_enabled()
 
 
-def prompt_embeds(model, prompt: EncodedPrompt) -> torch.Tensor:
-    """(1, P, D) input embeddings with the vision features scattered into their placeholder tokens.
+def lockstep(model) -> bool:
+    """Whether every forward must call the vision tower exactly once (set by the DeepSpeed engine)."""
+    return getattr(model, "veripo_lockstep", False)
 
-    A frozen vision tower's features are computed once per (model, query) and reused."""
+
+def _prompt_features(model, prompt: EncodedPrompt) -> dict:
+    """The prompt's vision features; a frozen tower's are computed once per (model, query) and reused.
+    Under ``lockstep`` the tower is called exactly once per forward (on an idle image when reusing)."""
+    called = False
     if vision_trainable(model):
         feats = _vision_features(model, prompt, grad=True)
+        called = bool(feats)
+    elif id(model) in prompt.features:
+        feats = prompt.features[id(model)]
     else:
-        feats = prompt.features.get(id(model))
-        if feats is None:
-            feats = prompt.features[id(model)] = _vision_features(model, prompt, grad=False)
-    emb = model.model.get_input_embeddings()(prompt.input_ids)
+        feats = prompt.features[id(model)] = _vision_features(model, prompt, grad=False)
+        called = bool(feats)
+    if lockstep(model) and not called:
+        feats = {**feats, "idle": _idle_vision_call(model)}
+    return feats
+
+
+def _scatter_features(model, ids: torch.Tensor, emb: torch.Tensor, feats: dict) -> torch.Tensor:
+    """Vision features into the rows' placeholder tokens (each row holds the same prompt)."""
     cfg = model.config
     for kind, token_id in (("video", cfg.video_token_id), ("image", cfg.image_token_id)):
         if kind in feats:
-            mask = (prompt.input_ids == token_id).unsqueeze(-1).expand_as(emb)
-            if int(mask[..., 0].sum()) != feats[kind].shape[0]:
-                raise RuntimeError(f"{kind} tokens ({int(mask[..., 0].sum())}) and features "
+            rows = ids.shape[0]
+            mask = (ids == token_id).unsqueeze(-1).expand_as(emb)
+            if int(mask[..., 0].sum()) != feats[kind].shape[0] * rows:
+                raise RuntimeError(f"{kind} tokens ({int(mask[..., 0].sum()) // rows}) and features "
                                    f"({feats[kind].shape[0]}) differ")
-            emb = emb.masked_scatter(mask, feats[kind].to(emb.dtype))
+            emb = emb.masked_scatter(mask, feats[kind].to(emb.dtype).repeat(rows, 1))
+    if "idle" in feats:
+        emb = emb + feats["idle"].to(emb.dtype)
     return emb
 
 
+def prompt_embeds(model, prompt: EncodedPrompt) -> torch.Tensor:
+    """(1, P, D) input embeddings with the vision features scattered into their placeholder tokens."""
+    place(prompt, model_device(model))
+    emb = model.model.get_input_embeddings()(prompt.input_ids)
+    return _scatter_features(model, prompt.input_ids, emb, _prompt_features(model, prompt))
+
+
 def prompt_positions(model, prompt: EncodedPrompt) -> tuple[torch.Tensor, torch.Tensor]:
+    place(prompt, model_device(model))
     if prompt.positions is None:
         m = prompt.media
+        dev = prompt.input_ids.device
         if "video_grid_thw" in m or "image_grid_thw" in m:
             pos, delta = model.model.get_rope_index(
                 prompt.input_ids, prompt.mm_token_type_ids, image_grid_thw=m.get("image_grid_thw"),
                 video_grid_thw=m.get("video_grid_thw"), second_per_grid_ts=m.get("second_per_grid_ts"))
         else:
-            pos = torch.arange(prompt.length).view(1, 1, -1).expand(3, 1, -1)
-            delta = torch.zeros(1, 1, dtype=torch.long)
-        prompt.positions, prompt.rope_delta = pos, delta
+            pos = torch.arange(prompt.length, device=dev).view(1, 1, -1).expand(3, 1, -1)
+            delta = torch.zeros(1, 1, dtype=torch.long, device=dev)
+        prompt.positions, prompt.rope_delta = pos.to(dev), delta.to(dev)
     return prompt.positions, prompt.rope_delta
 
 
 def _continuation_positions(prompt: EncodedPrompt, start: int, length: int, n: int) -> torch.Tensor:
     """(3, n, length) positions of text tokens following the prompt: plain 1-D positions + delta."""
-    pos = torch.arange(prompt.length + start, prompt.length + start + length) + prompt.rope_delta.view(-1)[0]
+    dev = prompt.input_ids.device
+    pos = torch.arange(prompt.length + start, prompt.length + start + length, device=dev) + prompt.rope_delta.view(-1)[0]
     return pos.view(1, 1, -1).expand(3, n, -1)
 
 
 def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
-                        mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+                        mask: torch.Tensor, temperature: float = 1.0, chunk: int | None = None) -> torch.Tensor:
     """(n, T) log-probs of ``completions`` (n, T) given the prompt, the vision features included,
     under softmax(logits / temperature): the distribution a sampler at that temperature drew from.
+    Returned on the model's device (inputs may be anywhere).
 
-    Only the last T+1 positions go through the LM head: with a long video prompt and a 150k vocabulary
-    the full logits would not fit."""
+    The decoder runs once over prompt + completions; the LM head sees only the T positions that predict
+    a completion token, and the full-vocabulary float32 log-softmax exists for ``chunk`` of them at a
+    time (see ``token_logprobs``): at 7B shapes whole-sequence float32 logits are gigabytes per row."""
+    dev = model_device(model)
+    place(prompt, dev)
+    completions, mask = completions.to(dev), mask.to(dev)
     n, T = completions.shape
     pos, _ = prompt_positions(model, prompt)
     positions = torch.cat([pos.expand(3, n, -1), _continuation_positions(prompt, 0, T, n)], 2)
-    attn = torch.cat([torch.ones(n, prompt.length, dtype=torch.long), mask.long()], 1)
-    if getattr(model, "veripo_partitioned", False):
-        # ZeRO-3 fetches a module's parameters from hooks that expect the model's own call order, so
-        # the vision tower runs inside the forward (once per sequence) instead of once per query.
-        ids = torch.cat([prompt.input_ids.expand(n, -1), completions], 1)
-        types = torch.cat([prompt.mm_token_type_ids.expand(n, -1), torch.zeros_like(completions)], 1)
-        media = {k: (v.repeat(n, 1) if k.startswith("pixel") else v.repeat(n, *([1] * (v.dim() - 1))))
-                 for k, v in prompt.media.items()}
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, mm_token_type_ids=types,
-                       use_cache=False, logits_to_keep=T + 1, **media).logits[:, :-1].float()
-    else:
-        emb = prompt_embeds(model, prompt)
-        comp_emb = model.model.get_input_embeddings()(completions)
-        inputs = torch.cat([emb.expand(n, -1, -1), comp_emb], 1)
-        logits = model(inputs_embeds=inputs, position_ids=positions, attention_mask=attn, use_cache=False,
-                       logits_to_keep=T + 1).logits[:, :-1].float()
-    if temperature != 1.0:
-        logits = logits / _logprob_temperature(temperature)
-    return torch.gather(F.log_softmax(logits, -1), 2, completions.unsqueeze(-1)).squeeze(-1)
+    attn = torch.cat([torch.ones(n, prompt.length, dtype=torch.long, device=dev), mask.long()], 1)
+    ids = torch.cat([prompt.input_ids.expand(n, -1), completions], 1)
+    emb = _scatter_features(model, ids, model.model.get_input_embeddings()(ids), _prompt_features(model, prompt))
+    hidden = model.model(inputs_embeds=emb, position_ids=positions, attention_mask=attn,
+                         use_cache=False).last_hidden_state
+    # one LM-head call per forward (under ZeRO-3 each call gathers the head: ranks must agree on the count)
+    logits = model.lm_head(hidden[:, prompt.length - 1:prompt.length - 1 + T])
+    return token_logprobs(logits, completions, _logprob_temperature(temperature), chunk)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0,
+                   chunk: int | None = None) -> torch.Tensor:
+    """(n, T) float32 log-softmax(logits / temperature) at ``tokens``, ``chunk`` positions at a time.
+
+    Each chunk's float32 copy and log-softmax are recomputed in the backward (activation checkpoint)
+    rather than kept, so the float32 full-vocabulary tensors of only one chunk exist at any time."""
+    T = tokens.shape[1]
+    chunk = T if not chunk or chunk >= T else chunk
+    parts = []
+    for c in range(0, T, chunk):
+        args = (logits[:, c:c + chunk], tokens[:, c:c + chunk], temperature)
+        if torch.is_grad_enabled() and logits.requires_grad and chunk < T:
+            parts.append(torch.utils.checkpoint.checkpoint(_gather_logprobs, *args, use_reentrant=False))
+        else:
+            parts.append(_gather_logprobs(*args))
+    return torch.cat(parts, 1)
+
+
+def _gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    scaled = logits.float() / temperature if temperature != 1.0 else logits.float()
+    return torch.gather(F.log_softmax(scaled, -1), 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def _logprob_temperature(temperature: float) -> float:
@@ -258,11 +339,13 @@ def sample(model, prompt: EncodedPrompt, n: int, max_new_tokens: int, temperatur
     """Sample ``n`` completions: one prefill of the prompt (vision once), then a KV cache shared by
     copying it n times. temperature <= 1e-5 means greedy."""
     pos, delta = prompt_positions(model, prompt)
+    dev = prompt.input_ids.device
     out = model(inputs_embeds=prompt_embeds(model, prompt), position_ids=pos,
-                attention_mask=torch.ones(1, prompt.length, dtype=torch.long), use_cache=True, logits_to_keep=1)
+                attention_mask=torch.ones(1, prompt.length, dtype=torch.long, device=dev), use_cache=True,
+                logits_to_keep=1)
     out.past_key_values.batch_repeat_interleave(n)
     prefill = Prefill(logits=out.logits[:, -1].float().expand(n, -1).clone(), cache=out.past_key_values,
-                      attn=torch.ones(n, prompt.length, dtype=torch.long),
+                      attn=torch.ones(n, prompt.length, dtype=torch.long, device=dev),
                       next_pos=(prompt.length + delta.view(-1)[0]).expand(n),
                       history=prompt.input_ids.expand(n, -1))
     return decode_steps(model, prefill, max_new_tokens, temperature, top_p, repetition_penalty, generator,

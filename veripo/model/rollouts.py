@@ -103,7 +103,7 @@ def sample_fresh(model, processor, records: list[dict], s: Sampling, templates: 
 
     Recorded as round 0 of stage ``fresh``, with the same fields (rewards and group advantages
     included) as a GRPO round's, so the verifier and the pair builder read either alike."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=policy.model_device(model)).manual_seed(seed)
     model.eval()
     rows = []
     it = progress(records, desc="fresh rollouts") if progress else records

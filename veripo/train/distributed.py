@@ -24,6 +24,9 @@ def init(engine: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        # before the process group: NCCL binds each rank to the current device when it starts
+        torch.cuda.set_device(local)
     if world > 1 or engine == "deepspeed":
         if not dist.is_initialized():
             if world == 1:
@@ -35,9 +38,14 @@ def init(engine: str) -> Dist:
 
             deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
                                        verbose=False)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
     return Dist(rank, world, local)
+
+
+def device() -> torch.device:
+    """This rank's training device: its GPU (LOCAL_RANK) when there is one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ training; their pairs measure whether the preference learned carries over to uns
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import asdict, dataclass
 
@@ -67,22 +68,24 @@ class PairEncoder:
         return policy.pad_completions(seqs, self.processor.tokenizer.pad_token_id)
 
 
-def summed_logprobs(model, enc: PairEncoder, pair: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(chosen, rejected) summed log-probs and the chosen token count."""
+def summed_logprobs(model, enc: PairEncoder, pair: dict, chunk: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) summed log-probs and the chosen token count, on the model's device."""
     toks, mask = enc.completions(pair)
-    lp = policy.completion_logprobs(model, enc.prompt(pair), toks, mask) * mask
-    s = lp.sum(1)
-    return s[0], s[1], mask[0].sum()
+    lp = policy.completion_logprobs(model, enc.prompt(pair), toks, mask, chunk=chunk)
+    s = (lp * mask.to(lp.device)).sum(1)
+    return s[0], s[1], mask[0].sum().to(lp.device)
 
 
 @torch.no_grad()
-def reference_logprobs(model, enc: PairEncoder, pairs: list[dict], indices: list[int], progress=None) -> dict:
+def reference_logprobs(model, enc: PairEncoder, pairs: list[dict], indices: list[int], progress=None,
+                       chunk: int | None = None) -> dict:
     """{pair index: (chosen, rejected) summed log-probs} under the model as it enters the stage."""
     model.eval()
     out = {}
     it = progress(indices, desc="dpo reference") if progress else indices
     for i in it:
-        c, r, _ = summed_logprobs(model, enc, pairs[i])
+        c, r, _ = summed_logprobs(model, enc, pairs[i], chunk)
         out[i] = (c, r)
     return out
 
@@ -97,7 +100,7 @@ def split_heldout(pairs: list[dict], fraction: float, seed: int) -> tuple[list[d
 
 
 @torch.no_grad()
-def heldout_report(model, enc: PairEncoder, heldout: list[dict], ref: dict) -> dict:
+def heldout_report(model, enc: PairEncoder, heldout: list[dict], ref: dict, chunk: int | None = None) -> dict:
     """Chosen-over-rejected on held-out pairs, before (the reference) and after (``model``) training.
 
     ``logp_gap``: mean summed log-prob of chosen minus rejected; ``per_token``: the same with each side
@@ -106,7 +109,7 @@ def heldout_report(model, enc: PairEncoder, heldout: list[dict], ref: dict) -> d
     model.eval()
     before, after, per_tok_b, per_tok_a, margins = [], [], [], [], []
     for i, pair in enumerate(heldout):
-        pc, pr, _ = summed_logprobs(model, enc, pair)
+        pc, pr, _ = summed_logprobs(model, enc, pair, chunk)
         rc, rr = ref[i]
         nc, nr = len(pair["chosen_ids"]), len(pair["rejected_ids"])
         before.append(float(rc - rr))
@@ -128,11 +131,6 @@ def heldout_report(model, enc: PairEncoder, heldout: list[dict], ref: dict) -> d
                       "margin": mean(margins), "positive_margin_share": share(margins)}}
 
 
-def _zero_loss(model) -> torch.Tensor:
-    """A rank without a pair in a step still takes part in the gradient reduction."""
-    return sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
-
-
 def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, prompts: PromptSetup, run: RunContext,
               heldout: list[dict] | None = None, checkpointer: StepCheckpointer | None = None, progress=None):
     """Returns (engine, per-step metrics, held-out report). Each step's pairs are split across the
@@ -147,37 +145,47 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, prompts: Prom
         random.Random(cfg.seed + epoch).shuffle(order)
         steps += [order[s:s + cfg.global_batch] for s in range(0, len(order), cfg.global_batch)]
     mine = sorted({i for step in steps for i in distributed.shard(step, d)})
-    ref = reference_logprobs(model, enc, pairs, mine, progress if d.main else None)
-    heldout = heldout or []
-    ref_heldout = reference_logprobs(model, enc, heldout, list(range(len(heldout))))
-    engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, run.engine, run.zero_config, run.dtype)
+    engine = TrainEngine.for_run(model, cfg, run)
     model = engine.module
+    # the reference pass runs on the training device, the weights gathered once (ZeRO-3) for all of it
+    with engine.generation_parameters():
+        ref = reference_logprobs(model, enc, pairs, mine, progress if d.main else None, run.logprob_chunk)
+        heldout = heldout or []
+        ref_heldout = reference_logprobs(model, enc, heldout, list(range(len(heldout))), chunk=run.logprob_chunk)
     state = {"round": 0, "metrics": []}
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # nothing samples: kept for the checkpoint format
     if checkpointer is not None:
         state = checkpointer.restore(engine, generator, state, d)
     bar = progress(total=len(steps), initial=state["round"], desc=run.stage) if progress and d.main else None
     model.train()
     for s in range(state["round"], len(steps)):
         batch = distributed.shard(steps[s], d)
+        # Lockstep: a rank with fewer pairs in this step (the last step, or more ranks than pairs) runs
+        # as many forwards and backwards as the others, at weight 0. Each pair weighs world / (pairs in
+        # the step): DeepSpeed averages over ranks, so the update is the mean over the step's pairs.
+        n_forwards = math.ceil(len(steps[s]) / d.world)
+        weight = d.world / len(steps[s])
         losses, margins = [], []
-        for i in batch:
-            pc, pr, n_chosen = summed_logprobs(model, enc, pairs[i])
-            loss, margin = dpo_loss(pc, pr, ref[i][0], ref[i][1], cfg.beta)
-            if cfg.nll_coef > 0:
-                loss = loss - cfg.nll_coef * pc / n_chosen.clamp(min=1)
-            engine.backward(loss / len(batch))
-            losses.append(float(loss.detach()))
-            margins.append(float(margin.detach()))
-        if not batch:
-            engine.backward(_zero_loss(model))
+        for b in range(n_forwards):
+            if b < len(batch):
+                i = batch[b]
+                pc, pr, n_chosen = summed_logprobs(model, enc, pairs[i], run.logprob_chunk)
+                loss, margin = dpo_loss(pc, pr, ref[i][0].to(pc.device), ref[i][1].to(pc.device), cfg.beta)
+                if cfg.nll_coef > 0:
+                    loss = loss - cfg.nll_coef * pc / n_chosen.clamp(min=1)
+                engine.backward(loss * weight)
+                losses.append(float(loss.detach()))
+                margins.append(float(margin.detach()))
+            else:
+                idle, _, _ = summed_logprobs(model, enc, pairs[steps[s][0]], run.logprob_chunk)
+                engine.backward(idle * 0)
         grad_norm = engine.step()
         parts = distributed.gather({"losses": losses, "margins": margins})
         losses = [x for p in parts for x in p["losses"]]
         margins = [x for p in parts for x in p["margins"]]
         m = {"step": s, "loss": sum(losses) / len(losses), "margin": sum(margins) / len(margins),
              "positive_margin_share": sum(x > 0 for x in margins) / len(margins), "grad_norm": grad_norm,
-             "pairs": len(losses)}
+             "pairs": len(losses), "forwards_per_rank": n_forwards}
         state["metrics"].append(m)
         state["round"] = s + 1
         if d.main:
@@ -188,8 +196,8 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, prompts: Prom
             bar.update(1)
     if bar:
         bar.close()
-    with engine.full_parameters():
-        report = heldout_report(engine.module, enc, heldout, ref_heldout)
+    with engine.generation_parameters():
+        report = heldout_report(engine.module, enc, heldout, ref_heldout, run.logprob_chunk)
     return engine, state["metrics"], report
 
 

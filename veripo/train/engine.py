@@ -18,12 +18,17 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository: zero_config paths 
 
 class TrainEngine:
     def __init__(self, model, lr: float, weight_decay: float, grad_clip: float, kind: str = "torch",
-                 zero_config: str | None = None, dtype: str = "float32"):
+                 zero_config: str | None = None, dtype: str = "float32", gradient_checkpointing: bool = False):
         self.kind = kind
         self.grad_clip = grad_clip
+        if gradient_checkpointing:
+            # non-reentrant: works with frozen inputs (a frozen vision tower, frozen embeddings) and ZeRO-3 hooks
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         params = [p for p in model.parameters() if p.requires_grad]
         if kind == "torch":
-            self.module = model
+            from veripo.train import distributed
+
+            self.module = model.to(distributed.device())
             self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
             self.ds = None
         elif kind == "deepspeed":
@@ -43,9 +48,16 @@ class TrainEngine:
             })
             self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=cfg)
             self.module = self.ds.module
-            self.module.veripo_partitioned = self.zero_stage == 3  # read by policy.completion_logprobs
+            # every forward calls the same modules on every rank (read by veripo.model.policy.lockstep)
+            self.module.veripo_lockstep = True
         else:
             raise ValueError(f"unknown engine {kind!r} (torch | deepspeed)")
+
+    @classmethod
+    def for_run(cls, model, cfg, run) -> "TrainEngine":
+        """The engine a training loop's config and RunContext ask for."""
+        return cls(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, run.engine, run.zero_config, run.dtype,
+                   run.gradient_checkpointing)
 
     @property
     def zero_stage(self) -> int:
@@ -74,13 +86,26 @@ class TrainEngine:
 
     @contextlib.contextmanager
     def full_parameters(self):
-        """Every rank holds the whole model inside (ZeRO-3 partitions it otherwise): generation and
-        saving need it, and ranks stop sampling at different lengths, so per-forward gathering would
-        deadlock."""
+        """Every rank holds the whole model inside (ZeRO-3 partitions it otherwise): for reading or saving
+        the weights. Forwards inside still go through ZeRO-3's module hooks (see ``generation_parameters``)."""
         if self.zero_stage == 3:
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+                yield
+        else:
+            yield
+
+    @contextlib.contextmanager
+    def generation_parameters(self):
+        """The whole model on every rank, gathered once, with ZeRO-3's module hooks taken off until the
+        block ends: for sampling and no-grad scoring. With the hooks on, every module call inside would
+        release and re-gather its parameters, a collective per call; ranks decode different numbers of
+        tokens, so those collectives would not match across ranks."""
+        if self.zero_stage == 3:
+            from deepspeed.runtime.zero import unwrap_model_for_generation
+
+            with unwrap_model_for_generation(self.ds):
                 yield
         else:
             yield

@@ -94,11 +94,12 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, prompts: 
         frozen_vision(model)
     ref = None
     if cfg.kl_coef > 0:
-        ref = copy.deepcopy(model).eval().requires_grad_(False)
-    engine = TrainEngine(model, cfg.lr, cfg.weight_decay, cfg.grad_clip, run.engine, run.zero_config, run.dtype)
+        # a full frozen copy on the training device (under ZeRO-3 too: it is never partitioned)
+        ref = copy.deepcopy(model).eval().requires_grad_(False).to(distributed.device())
+    engine = TrainEngine.for_run(model, cfg, run)
     rounds = plan_rounds(records, cfg)
     state = {"round": 0, "metrics": []}
-    generator = torch.Generator().manual_seed(cfg.seed + 1000 * d.rank)
+    generator = torch.Generator(device=policy.model_device(engine.module)).manual_seed(cfg.seed + 1000 * d.rank)
     if checkpointer is not None:
         state = checkpointer.restore(engine, generator, state, d)
     bar = progress(total=len(rounds), initial=state["round"], desc=f"grpo {run.stage}") if progress and d.main else None
@@ -122,21 +123,21 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
     d = run.dist
     model = engine.module
     model.eval()
-    with engine.full_parameters():
+    with engine.generation_parameters():
         groups = [sample_group(model, processor, rec, Sampling.of(cfg), prompts.templates, prompts.media, generator)
                   for rec in distributed.shard(rnd.records, d)]
     t_sample = time.perf_counter() - t0
-    rew = torch.tensor([[a + f for a, f in zip(g.acc, g.fmt)] for g in groups])  # (Q, G)
-    adv = group_advantages(rew, cfg.adv_eps)
     n_steps = max(1, math.ceil(len(rnd.records) * cfg.rollouts_per_query / cfg.global_batch))
-    with torch.no_grad(), engine.full_parameters():
-        for g, a in zip(groups, adv):
-            g.adv = a
+    if groups:  # a rank can get no query in a round's last, short shard
+        adv = group_advantages(torch.tensor([[a + f for a, f in zip(g.acc, g.fmt)] for g in groups]), cfg.adv_eps)
+    with torch.no_grad(), engine.generation_parameters():
+        for gi, g in enumerate(groups):
+            g.adv = adv[gi]
             # One optimiser step per round makes old == current: the ratio is exactly 1 then.
             if n_steps > 1:
-                g.old_logp = _chunked_logprobs(model, g, cfg.micro_batch, cfg.temperature)
+                g.old_logp = _chunked_logprobs(model, g, cfg.micro_batch, cfg.temperature, run.logprob_chunk)
             if ref is not None:
-                g.ref_logp = _chunked_logprobs(ref, g, cfg.micro_batch, cfg.temperature)
+                g.ref_logp = _chunked_logprobs(ref, g, cfg.micro_batch, cfg.temperature, run.logprob_chunk)
     rows = [row for g in groups
             for row in rollout_rows(g, run.stage, run.iteration, rnd.index, rnd.epoch, prompts.media)]
     all_rows = [row for part in distributed.gather(rows) for row in part]
@@ -152,23 +153,25 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
     lengths = [r["num_tokens"] for r in all_rows]
     metrics = []
     for s, step in enumerate(chunks):
+        batches = micro_batches(step, cfg.micro_batch)
+        # Lockstep: every rank runs as many micro-batches as the busiest one (ZeRO reduces inside each
+        # backward, ZeRO-3 gathers inside each forward); the extra ones weigh 0. Each sequence weighs
+        # world / (sequences in the step over all ranks): DeepSpeed averages over ranks, so the update is
+        # the mean over the step's sequences wherever they were.
+        sizes = distributed.gather((len(batches), len(step)))
+        n_batches, n_seqs = max(b for b, _ in sizes), sum(n for _, n in sizes)
+        weight = d.world / max(1, n_seqs)
         total, stats = 0.0, {"kl": 0.0, "clip_frac": 0.0}
-        by_group: dict = {}
-        for gi, i in step:
-            by_group.setdefault(gi, []).append(i)
-        for gi, idx in by_group.items():
-            g = groups[gi]
-            for c in range(0, len(idx), cfg.micro_batch):
-                rows_ = torch.tensor(idx[c:c + cfg.micro_batch])
-                toks, mask = g.rollouts.tokens[rows_], g.rollouts.mask[rows_]
-                logp = policy.completion_logprobs(model, g.prompt, toks, mask, cfg.temperature)
-                old = g.old_logp[rows_] if g.old_logp is not None else logp.detach()
-                refl = g.ref_logp[rows_] if g.ref_logp is not None else None
-                loss, st = grpo_loss(logp, old, g.adv[rows_], mask, cfg.clip_eps, refl, cfg.kl_coef)
-                engine.backward(loss / max(1, len(step)))
+        for b in range(n_batches):
+            if b < len(batches):
+                gi, idx = batches[b]
+                loss, st = _sequence_loss(model, groups[gi], idx, cfg, run)
+                engine.backward(loss * weight)
                 total += float(loss.detach())
                 for k in stats:
                     stats[k] += st[k]
+            else:
+                engine.backward(_idle_loss(model, processor, groups, cfg, run))
         grad_norm = engine.step()
         local = {"loss": total, "kl": stats["kl"], "clip_frac": stats["clip_frac"], "n": len(step)}
         parts = distributed.gather(local)
@@ -177,6 +180,7 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
             "stage": run.stage, "iteration": run.iteration, "round": rnd.index, "step_in_round": s,
             "loss": sum(p["loss"] for p in parts) / n, "kl": sum(p["kl"] for p in parts) / n,
             "clip_frac": sum(p["clip_frac"] for p in parts) / n, "grad_norm": grad_norm,
+            "micro_batches": n_batches,
             "reward/accuracy": sum(accs) / len(accs), "reward/format": sum(fmts) / len(fmts),
             "response_length": sum(lengths) / len(lengths),
             "seconds/sample": t_sample, "seconds/round": time.perf_counter() - t0,
@@ -186,11 +190,45 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
     return metrics
 
 
-def _chunked_logprobs(model, g: Group, micro: int, temperature: float) -> torch.Tensor:
+def micro_batches(step: list[tuple[int, int]], micro: int) -> list[tuple[int, list[int]]]:
+    """A step's (group, rollout) sequences as micro-batches of at most ``micro`` rollouts of one group
+    (a micro-batch shares its prompt and vision features)."""
+    by_group: dict = {}
+    for gi, i in step:
+        by_group.setdefault(gi, []).append(i)
+    return [(gi, idx[c:c + micro]) for gi, idx in by_group.items() for c in range(0, len(idx), micro)]
+
+
+def _sequence_loss(model, g: Group, idx: list[int], cfg: GRPOConfig, run: RunContext):
+    """The summed clipped-surrogate loss of rollouts ``idx`` of group ``g`` (and its stats)."""
+    rows = torch.tensor(idx)
+    toks, mask = g.rollouts.tokens[rows], g.rollouts.mask[rows]
+    logp = policy.completion_logprobs(model, g.prompt, toks, mask, cfg.temperature, run.logprob_chunk)
+    dev = logp.device
+    old = g.old_logp[rows].to(dev) if g.old_logp is not None else logp.detach()
+    refl = g.ref_logp[rows].to(dev) if g.ref_logp is not None else None
+    return grpo_loss(logp, old, g.adv[rows].to(dev), mask.to(dev), cfg.clip_eps, refl, cfg.kl_coef)
+
+
+def _idle_loss(model, processor, groups: list[Group], cfg: GRPOConfig, run: RunContext) -> torch.Tensor:
+    """A forward and backward that changes nothing: one of this rank's rollouts (or, with none, a
+    one-token text prompt) at weight 0, so the rank calls what the others call."""
+    if groups:
+        g = groups[0]
+        prompt, toks, mask = g.prompt, g.rollouts.tokens[:1], g.rollouts.mask[:1]
+    else:
+        prompt = policy.encode(processor, processor.tokenizer.eos_token)
+        toks = torch.tensor([[processor.tokenizer.pad_token_id]])
+        mask = torch.ones_like(toks)
+    return policy.completion_logprobs(model, prompt, toks, mask, cfg.temperature, run.logprob_chunk).sum() * 0
+
+
+def _chunked_logprobs(model, g: Group, micro: int, temperature: float, chunk: int | None = None) -> torch.Tensor:
+    """(G, T) no-grad log-probs of a group's rollouts, ``micro`` rollouts per forward, kept on the CPU."""
     parts = []
     for c in range(0, g.rollouts.tokens.shape[0], micro):
         parts.append(policy.completion_logprobs(model, g.prompt, g.rollouts.tokens[c:c + micro],
-                                                g.rollouts.mask[c:c + micro], temperature))
+                                                g.rollouts.mask[c:c + micro], temperature, chunk).cpu())
     return torch.cat(parts)
 
 

@@ -165,6 +165,7 @@ def run_sample_job(model_path: str, data_path: str, job: VerifierSampleJob, iter
     prompts = PromptSetup.of(job)
     records = queries.load_queries(data_path)
     model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     policy.configure_processor(processor, prompts.media)
     sampling = Sampling.of(replace(job.grpo, rollouts_per_query=r.rollouts_per_query, temperature=r.temperature))
     rows = sample_fresh(model, processor, records, sampling, prompts.templates, prompts.media, iteration, r.seed,
