@@ -85,6 +85,11 @@ def media(name: str) -> dict:
     return dict(_config_yaml(ROOT / "configs" / "qwen25vl-7b.yaml")["media"])
 
 
+def logprob_chunk() -> int:
+    """train.logprob_chunk of the 7B config."""
+    return int(_config_yaml(ROOT / "configs" / "qwen25vl-7b.yaml")["train"]["logprob_chunk"])
+
+
 def build_tokenizer():
     from veripo.model.tiny import build_tokenizer as tiny_tokenizer
 

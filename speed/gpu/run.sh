@@ -16,7 +16,8 @@
 #
 # Knobs (environment): SHAPE (3b | 7b | tiny), DEVICE (cuda | cpu), OUT, BUDGET (s; a step is skipped when
 # less than half its limit is left), PYTHON (default: the repo's .venv, else python3), TRAIN_LAYERS, FWD_N,
-# FWD_T, SAMPLER_TOKENS, DECODE_G, DECODE_TOKENS, GRPO_G, GRPO_TOKENS, DPO_TOKENS, PEAK_TFLOPS (see steps.py).
+# FWD_T, LOGPROB_CHUNK, SAMPLER_TOKENS, DECODE_G, DECODE_TOKENS, GRPO_G, GRPO_TOKENS, DPO_TOKENS, PEAK_TFLOPS
+# (see steps.py).
 # Without deepspeed or av importable, the wheels in WHEELS (default speed/gpu/wheels/, made by
 # fetch_wheels.sh) are installed with pip --no-index --no-deps into a scratch folder put on PYTHONPATH.
 set -uo pipefail

@@ -2,8 +2,9 @@
 
     python speed/gpu/steps.py STEP --results DIR --work DIR      (STEP: preflight fwd_bwd sampler grpo dpo)
 
-Environment: SHAPE (3b | 7b | tiny; default 3b), DEVICE (cuda | cpu; default cuda), TRAIN_LAYERS (text
-layers of the GRPO/DPO model; default the shape's). bf16 on cuda, fp32 on cpu. Each step writes
+Environment: SHAPE (3b | 7b | small | tiny; default 3b), DEVICE (cuda | cpu; default cuda), TRAIN_LAYERS
+(text layers of the GRPO/DPO model; default the shape's), LOGPROB_CHUNK, and the sizes run.sh lists.
+bf16 on cuda, fp32 on cpu. Each step writes
 DIR/STEP.json: what it measured, and per part either its numbers or the error it hit; the process exits
 1 when a part failed. Every call goes through the project's code (veripo.model.policy, batch_generate,
 veripo.train.grpo/dpo and their TrainEngine); only the model, the video and the GRPO reward are
@@ -63,6 +64,12 @@ class Run:
 
     def env_int(self, name: str, gpu: int, cpu: int) -> int:
         return int(os.environ.get(name) or self.size(gpu, cpu))
+
+    @property
+    def logprob_chunk(self) -> int:
+        """train.logprob_chunk: the 7B config's on a GPU; on a CPU small enough that the dry run's short
+        completions are split into chunks too."""
+        return self.env_int("LOGPROB_CHUNK", fixture.logprob_chunk(), 4)
 
 
 def _policy_inputs(run: Run, shape_name: str, dtype: torch.dtype, layers: int | None = None):
@@ -127,8 +134,8 @@ def preflight(run: Run, r: Result) -> None:
 
 def fwd_bwd(run: Run, r: Result) -> None:
     """bf16 forward+backward of ``policy.completion_logprobs`` with the video in the prompt (vision frozen,
-    its features cached per query as in training), gradient checkpointing off then on: seconds, tokens/s,
-    MFU, peak memory; and the two log-prob tensors agree."""
+    its features cached per query as in training; log-probs in ``train.logprob_chunk`` chunks), gradient
+    checkpointing off then on: seconds, tokens/s, MFU, peak memory; and the two log-prob tensors agree."""
     from veripo.model import policy
     from veripo.train.checkpoints import frozen_vision
 
@@ -141,7 +148,8 @@ def fwd_bwd(run: Run, r: Result) -> None:
     completions = torch.randint(0, len(processor.tokenizer) - 32, (n, T), generator=g)
     mask = torch.ones(n, T, dtype=torch.long)
     mask[n // 2:, T // 2:] = 0  # ragged, as a group's rollouts are
-    r.update(_params(model), n=n, completion_tokens=T, prompt_tokens=prompt.length, reps=reps)
+    r.update(_params(model), n=n, completion_tokens=T, prompt_tokens=prompt.length, reps=reps,
+             logprob_chunk=run.logprob_chunk)
     flops = 3 * measure.forward_flops(model, n, prompt.length, T)
     logps = {}
     for gc in (False, True):
@@ -154,7 +162,7 @@ def fwd_bwd(run: Run, r: Result) -> None:
             for i in range(reps + 1):  # the first pass warms up (kernels, the cached vision features)
                 model.zero_grad(set_to_none=True)
                 with Timer() as t:
-                    lp = policy.completion_logprobs(model, prompt, completions, mask)
+                    lp = policy.completion_logprobs(model, prompt, completions, mask, chunk=run.logprob_chunk)
                     m = mask.to(lp.device, lp.dtype)
                     loss = -(lp * m).sum() / m.sum()
                     loss.backward()
@@ -349,10 +357,12 @@ def _moved(before: dict, engine) -> dict:
 
 
 def _run_context(run: Run, stage: str):
+    """The loops' RunContext as the 7B config sets it: ZeRO-3, checkpointing on, chunked log-probs."""
     from veripo.stage_config import RunContext
 
     return RunContext(stage=stage, iteration=0, engine="deepspeed", zero_config=ZERO_CONFIG,
-                      dtype="bfloat16" if run.gpu else "float32")
+                      dtype="bfloat16" if run.gpu else "float32", gradient_checkpointing=True,
+                      logprob_chunk=run.logprob_chunk)
 
 
 def _prompt_setup(media: dict):
@@ -363,9 +373,7 @@ def _prompt_setup(media: dict):
 
 def _train_model(run: Run):
     layers = int(os.environ["TRAIN_LAYERS"]) if os.environ.get("TRAIN_LAYERS") else None
-    model, processor, record, media = _policy_inputs(run, run.shape, run.dtype, layers)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model, processor, record, media
+    return _policy_inputs(run, run.shape, run.dtype, layers)
 
 
 def _train_rate(model, n: int, prompt, completion_len: int, seconds: float) -> dict:
@@ -384,7 +392,8 @@ def grpo(run: Run, r: Result) -> None:
 
     G, max_new = run.env_int("GRPO_G", 8, 4), run.env_int("GRPO_TOKENS", 128, 8)
     model, processor, record, media = _train_model(run)
-    r.update(_params(model), group=G, max_new_tokens=max_new, zero_config=ZERO_CONFIG, gradient_checkpointing=True)
+    r.update(_params(model), group=G, max_new_tokens=max_new, zero_config=ZERO_CONFIG, gradient_checkpointing=True,
+             logprob_chunk=run.logprob_chunk)
     before = _probes(model)
     alternating_reward()
     timeline = Timeline(model)
@@ -428,7 +437,7 @@ def dpo(run: Run, r: Result) -> None:
         pairs.append({"pair_id": f"gpu-check#{i}", "query_id": record["id"], "chosen": "", "rejected": "",
                       "chosen_ids": chosen, "rejected_ids": rejected, "query": record})
     r.update(_params(model), pairs=len(pairs), tokens_per_side=[length, length - length // 4],
-             zero_config=ZERO_CONFIG, gradient_checkpointing=True)
+             zero_config=ZERO_CONFIG, gradient_checkpointing=True, logprob_chunk=run.logprob_chunk)
     before = _probes(model)
     timeline = Timeline(model)
     cfg = DPOConfig(beta=0.1, lr=1e-4, global_batch=2, epochs=1, nll_coef=0.0, grad_clip=1.0, freeze_vision=True,

@@ -58,6 +58,16 @@ def _num(x, fmt: str = "{:,.0f}") -> str:
     return fmt.format(x) if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
+def _count(n) -> str:
+    """3.75 B, 231.6 k: parameter counts of every shape in one format."""
+    if not isinstance(n, (int, float)):
+        return "-"
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return str(n)
+
+
 def _rate(p: dict, tokens_key: str = "tokens_per_s") -> str:
     mfu = p.get("mfu")
     return (f"{_num(p.get(tokens_key))} tok/s, {_num(p.get('tflops'), '{:.1f}')} TFLOP/s"
@@ -86,8 +96,8 @@ def _describe(name: str, r: dict) -> str:
         return r["error"]
     if name == "preflight":
         m, d = r.get("model", {}), r.get("accelerator", {})
-        return (f"{d.get('name') or d.get('error') or 'cpu'}; {_num(m.get('params', 0) / 1e9, '{:.2f}')} B params "
-                f"(vision {_num(m.get('params_vision', 0) / 1e9, '{:.2f}')} B), prompt {_num(m.get('prompt_tokens'))} "
+        return (f"{d.get('name') or d.get('error') or 'cpu'}; {_count(m.get('params'))} params "
+                f"(vision {_count(m.get('params_vision'))}), prompt {_num(m.get('prompt_tokens'))} "
                 f"tokens ({_num(m.get('video_tokens'))} video)" + (f"; {m['error']}" if "error" in m else ""))
     if name == "fwd_bwd":
         return f"{r.get('n')} x ({r.get('prompt_tokens')} + {r.get('completion_tokens')}) tokens: " + " | ".join(
