@@ -63,6 +63,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
         same = sm["identity_fp32"][name]
         assert same["equal"] and same["tokens_hf"] == same["tokens_ours"] >= 1 and same["agreement"] == 1.0
     assert sm["decode"]["new_tokens"] == sm["decode_tokens"] and sm["decode"]["tokens_per_s"] > 0
+    assert sm["decode"]["ms_per_step"] > 0 and sm["decode"]["prefill_seconds"] > 0
 
     # GRPO: the stand-in rewards alternate within the group, so advantages are +-1 (std-normalised) and
     # the clipped surrogate at ratio 1 sums to -sum(advantages) = 0; the step still has a gradient

@@ -286,7 +286,9 @@ def sampler(run: Run, r: Result) -> None:
         with Timer() as t:
             ro = sample(group, decode, 2)
         steps_done = ro.tokens.shape[1]
-        per_step = (t.seconds - t_prefill.seconds) / max(1, steps_done - 1)
+        # per step of the whole call, prefill included (prefill_seconds is a call that decodes one token):
+        # a difference of two timed calls would be noise-dominated on a loaded CPU
+        per_step = t.seconds / steps_done
         out.update(shape=run.shape if run.gpu else fixture.small_shape(run.shape), prompt_tokens=prompt.length,
                    group=group, new_tokens=steps_done, seconds=round(t.seconds, 3),
                    prefill_seconds=round(t_prefill.seconds, 3), ms_per_step=round(1000 * per_step, 2),
