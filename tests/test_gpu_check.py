@@ -65,7 +65,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert sm["decode"]["new_tokens"] == sm["decode_tokens"] and sm["decode"]["tokens_per_s"] > 0
     assert sm["decode"]["ms_per_step"] > 0 and sm["decode"]["prefill_seconds"] > 0
 
-    # GRPO: the stand-in rewards alternate within the group, so advantages are +-1 (std-normalised) and
+    # GRPO: the stand-in rewards alternate within the group, so the advantages are +a and -a, and
     # the clipped surrogate at ratio 1 sums to -sum(advantages) = 0; the step still has a gradient
     grpo = steps["grpo"]["result"]["step"]
     assert grpo["zero_stage"] == 3 and grpo["rollouts"] == steps["grpo"]["result"]["group"]
