@@ -12,7 +12,6 @@ import os
 import sys
 
 import torch
-import torch.distributed as tdist
 
 from veripo.jsonio import read_jsonl
 from veripo.model import policy
@@ -55,14 +54,17 @@ engine, metrics = grpo.train_grpo(model, processor, records, cfg, prompts, run, 
 gathers = {}
 if engine.zero_stage == 3:
     calls = collections.Counter()
-    for name in ("all_gather_into_tensor", "all_gather", "broadcast"):
-        original = getattr(tdist, name)
+    import deepspeed.comm as ds_comm
+
+    # ZeRO-3 gathers parameters through deepspeed.comm (looked up at call time)
+    for name in ("all_gather", "all_gather_into_tensor", "allgather_fn", "all_gather_coalesced"):
+        original = getattr(ds_comm, name)
 
         def counted(*a, _original=original, _name=name, **k):
             calls[_name] += 1
             return _original(*a, **k)
 
-        setattr(tdist, name, counted)
+        setattr(ds_comm, name, counted)
     prompt = policy.encode_query(processor, records[0], prompts.templates, prompts.media, None)
     engine.module.eval()
     for how in ("full_parameters", "generation_parameters"):
@@ -74,6 +76,7 @@ if engine.zero_stage == 3:
             with getattr(engine, how)():
                 policy.sample(engine.module, prompt, 2, length, generator=torch.Generator().manual_seed(0), eos_ids=[])
             gathers[f"{how}/{steps}"] = sum(calls.values())
+    gathers["parameters"] = len(list(engine.module.parameters()))
 
 counts["stage"] = "dpo"
 model2, _ = policy.load_policy(tiny_dir)

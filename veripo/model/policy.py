@@ -246,7 +246,7 @@ def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
     under softmax(logits / temperature): the distribution a sampler at that temperature drew from.
     Returned on the model's device (inputs may be anywhere).
 
-    The decoder runs once over prompt + completions; the LM head sees only the T positions that predict
+    The decoder runs once over prompt + completions; the LM head sees only the positions that predict
     a completion token, and the full-vocabulary float32 log-softmax exists for ``chunk`` of them at a
     time (see ``token_logprobs``): at 7B shapes whole-sequence float32 logits are gigabytes per row."""
     dev = model_device(model)
@@ -258,10 +258,10 @@ def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
     attn = torch.cat([torch.ones(n, prompt.length, dtype=torch.long, device=dev), mask.long()], 1)
     ids = torch.cat([prompt.input_ids.expand(n, -1), completions], 1)
     emb = _scatter_features(model, ids, model.model.get_input_embeddings()(ids), _prompt_features(model, prompt))
-    hidden = model.model(inputs_embeds=emb, position_ids=positions, attention_mask=attn,
-                         use_cache=False).last_hidden_state
-    # one LM-head call per forward (under ZeRO-3 each call gathers the head: ranks must agree on the count)
-    logits = model.lm_head(hidden[:, prompt.length - 1:prompt.length - 1 + T])
+    # Through the root module, as DeepSpeed expects: its start-of-forward hook closes ZeRO-3's step. The
+    # LM head runs once per forward (under ZeRO-3 each call gathers it: ranks must agree on the count).
+    logits = model(inputs_embeds=emb, position_ids=positions, attention_mask=attn, use_cache=False,
+                   logits_to_keep=T + 1).logits[:, :-1]
     return token_logprobs(logits, completions, _logprob_temperature(temperature), chunk)
 
 

@@ -102,13 +102,25 @@ class TrainEngine:
         block ends: for sampling and no-grad scoring. With the hooks on, every module call inside would
         release and re-gather its parameters, a collective per call; ranks decode different numbers of
         tokens, so those collectives would not match across ranks."""
-        if self.zero_stage == 3:
-            from deepspeed.runtime.zero import unwrap_model_for_generation
-
-            with unwrap_model_for_generation(self.ds):
-                yield
-        else:
+        if self.zero_stage != 3:
             yield
+            return
+        import deepspeed
+
+        offload = self.ds.optimizer.parameter_offload
+        module = offload.module
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            # The module hooks gather and release; the root's start-of-forward hook checks, with a
+            # broadcast, that every rank is at the same step. Both are collectives per call: all come off.
+            start_of_forward = module._forward_pre_hooks[offload.fwd_pre_hook.id]
+            for hook in [*offload.forward_hooks, *offload.backward_hooks, offload.fwd_pre_hook]:
+                hook.remove()
+            offload.forward_hooks, offload.backward_hooks = [], []
+            try:
+                yield
+            finally:
+                offload.fwd_pre_hook = module.register_forward_pre_hook(start_of_forward)
+                offload._register_deepspeed_module(module)
 
     def save_state(self, directory: Path) -> None:
         if self.ds is None:
