@@ -35,6 +35,35 @@ def real_benchmark():
     return path
 
 
+VLLM_PYTHON = Path(os.environ.get("VERIPO_VLLM_PYTHON") or ROOT / ".venv-vllm" / "bin" / "python")
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    """The interpreter of the vLLM venv (``scripts/setup_vllm_env.sh`` builds ``.venv-vllm``; the README's
+    test command runs it first), or a skip saying how to get one. vLLM cannot share the main venv (numpy
+    pins conflict), so the vLLM side of a test runs there, in a subprocess."""
+    if not os.access(VLLM_PYTHON, os.X_OK):
+        pytest.skip(f"no vLLM interpreter at {VLLM_PYTHON}: run scripts/setup_vllm_env.sh (the README's test "
+                    "command does) or point VERIPO_VLLM_PYTHON at a Python with vllm")
+    return str(VLLM_PYTHON)
+
+
+@pytest.fixture(scope="session")
+def vllm_env() -> dict:
+    """The environment of a vLLM process in the tests: the engine in the calling process (no engine-core
+    process to start), eager mode (no torch.compile warm-up), a 1 GiB KV cache, the checkout importable."""
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_KVCACHE_SPACE="1",
+                VLLM_LOGGING_LEVEL="WARNING", TOKENIZERS_PARALLELISM="false",
+                PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
+
+
+# vLLM engine options of the tests (eval.vllm / verifier.judge.engine_args): no CUDA graphs or
+# torch.compile, and a context that fits the tiny models.
+VLLM_TEST_ENGINE = {"enforce_eager": True, "max_model_len": 4096}
+
+
 @pytest.fixture(scope="session")
 def default_config() -> dict:
     return yaml.safe_load((ROOT / "config.yaml").read_text())

