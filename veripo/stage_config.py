@@ -205,6 +205,11 @@ class GRPOConfig(Section):
 
     SECTION: ClassVar[str] = "grpo"
     rollouts_per_query: int = doc("G: rollouts sampled per query, the group whose rewards are normalised")
+    rollout_backend: Literal["hf", "vllm"] = doc("who samples the rollouts: our HF sampler, or a colocated vLLM "
+                                                 "engine given the new weights before every round "
+                                                 "(veripo/model/vllm_rollouts.py)", default="hf")
+    vllm: dict = doc("vllm.LLM arguments of the rollout engine (gpu_memory_utilization: its share of the GPU "
+                     "next to the trainer; max_model_len; enforce_eager; ...)", default_factory=dict)
     temperature: float = doc("sampling temperature; the ratio's log-probs are taken at it too")
     top_p: float = doc("nucleus sampling threshold (1: off)")
     max_new_tokens: int = doc("longest rollout; a longer one is cut and marked truncated")

@@ -2,7 +2,7 @@
 
 Prompts are left-padded so every row's next token sits in the last column. Each prompt's vision
 features go through ``policy.prompt_embeds`` (vision once per prompt); the M-RoPE positions come
-from the model's own ``get_rope_index`` on the padded batch, with the attention mask so that padding
+from ``veripo.model.positions.rope_index`` on the padded batch, with the attention mask so that padding
 takes no position. Decoding then continues every row at its own text position (prompt length + the
 row's rope delta + step). Greedy outputs equal ``policy.sample(..., temperature=0)`` run one prompt
 at a time, up to float noise on exact logit ties (tests/test_batch_generate.py).
@@ -13,6 +13,7 @@ import torch
 
 from veripo.model import policy
 from veripo.model.policy import EncodedPrompt, Rollouts
+from veripo.model.positions import rope_index
 
 
 def _on_device(prompt: EncodedPrompt, device: torch.device) -> EncodedPrompt:
@@ -44,11 +45,9 @@ def left_pad(prompts: list[EncodedPrompt], pad_id: int) -> tuple[torch.Tensor, t
 def batch_positions(model, prompts: list[EncodedPrompt], ids: torch.Tensor, types: torch.Tensor,
                     attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(3, B, P) M-RoPE positions of the padded batch (padding at 0) and (B,) rope deltas."""
-    pos, delta = model.model.get_rope_index(
-        ids, types, image_grid_thw=_cat_media(prompts, "image_grid_thw"),
-        video_grid_thw=_cat_media(prompts, "video_grid_thw"),
-        second_per_grid_ts=_cat_media(prompts, "second_per_grid_ts"),
-        attention_mask=attn)
+    pos, delta = rope_index(model.config, ids, types, _cat_media(prompts, "image_grid_thw"),
+                            _cat_media(prompts, "video_grid_thw"), _cat_media(prompts, "second_per_grid_ts"),
+                            attention_mask=attn)
     return pos, delta.view(-1)
 
 

@@ -21,6 +21,7 @@ import torch.utils.checkpoint  # noqa: E402
 from veripo import prompts  # noqa: E402
 
 from veripo.media import decode as video
+from veripo.model.positions import rope_index
 
 MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
@@ -82,6 +83,8 @@ def configure_processor(processor, media_cfg: dict) -> None:
     size = {"shortest_edge": media_cfg["min_pixels"], "longest_edge": media_cfg["max_pixels"]}
     processor.video_processor.size = size
     processor.image_processor.size = dict(size)
+    # the per-frame cap, explicitly (transformers' default flips in 5.22; vLLM is told the same)
+    processor.video_processor.cap_pixels_per_frame = video.CAP_PIXELS_PER_FRAME
 
 
 def resolve(path: str, base_dir: str | None) -> str:
@@ -223,9 +226,8 @@ def prompt_positions(model, prompt: EncodedPrompt) -> tuple[torch.Tensor, torch.
         m = prompt.media
         dev = prompt.input_ids.device
         if "video_grid_thw" in m or "image_grid_thw" in m:
-            pos, delta = model.model.get_rope_index(
-                prompt.input_ids, prompt.mm_token_type_ids, image_grid_thw=m.get("image_grid_thw"),
-                video_grid_thw=m.get("video_grid_thw"), second_per_grid_ts=m.get("second_per_grid_ts"))
+            pos, delta = rope_index(model.config, prompt.input_ids, prompt.mm_token_type_ids,
+                                    m.get("image_grid_thw"), m.get("video_grid_thw"), m.get("second_per_grid_ts"))
         else:
             pos = torch.arange(prompt.length, device=dev).view(1, 1, -1).expand(3, 1, -1)
             delta = torch.zeros(1, 1, dtype=torch.long, device=dev)

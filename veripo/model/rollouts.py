@@ -72,6 +72,24 @@ def sample_group(model, processor, record: dict, s: Sampling, templates: dict, m
     return Group(record, prompt, ro, texts, acc, fmt, torch.zeros(len(texts)))
 
 
+def sample_groups_vllm(sampler, processor, records: list[dict], s: Sampling, templates: dict, media_cfg: dict,
+                       seeds: list[int]) -> list[Group]:
+    """Every record's group sampled by a vLLM engine (veripo/model/vllm_rollouts.py) in one call; each
+    prompt is decoded once, for vLLM and for the training forward alike."""
+    from veripo.model import vllm_rollouts
+
+    items = [vllm_rollouts.query_inputs(processor, rec, templates, media_cfg) for rec in records]
+    ros = sampler.sample(items, s.rollouts_per_query, s.temperature, s.top_p, s.max_new_tokens, seeds,
+                         processor.tokenizer.pad_token_id)
+    groups = []
+    for rec, (text, clip, image), ro in zip(records, items, ros):
+        prompt = policy.encode(processor, text, clip, image)
+        texts = policy.decode(processor, ro)
+        groups.append(Group(rec, prompt, ro, texts, [rewards.accuracy_reward(t, rec) for t in texts],
+                            [rewards.format_reward(t, s.format_weight) for t in texts], torch.zeros(len(texts))))
+    return groups
+
+
 def rollout_rows(group: Group, stage: str, iteration: int, round_idx: int, epoch: int, media_cfg: dict) -> list[dict]:
     rec = {k: v for k, v in group.record.items() if not k.startswith("_")}
     rows = []

@@ -32,7 +32,9 @@ from veripo.stage_config import GRPOConfig, GRPOJob, PromptSetup, RunContext, wr
 from veripo.train import distributed
 from veripo.train.checkpoints import StepCheckpointer, frozen_vision, run_fingerprint, save_checkpoint
 from veripo.train.engine import TrainEngine
-from veripo.model.rollouts import Group, Sampling, group_advantages, rollout_rows, sample_group  # noqa: F401
+from veripo.model import vllm_rollouts
+from veripo.model.rollouts import (Group, Sampling, group_advantages, rollout_rows, sample_group,  # noqa: F401
+                                   sample_groups_vllm)
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,10 @@ def plan_rounds(records: list[dict], cfg: GRPOConfig) -> list[Round]:
 
 
 def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, prompts: PromptSetup, run: RunContext,
-               on_rollouts, checkpointer: StepCheckpointer | None = None, progress=None):
+               on_rollouts, checkpointer: StepCheckpointer | None = None, progress=None, sampler=None):
     """Run GRPO over ``records`` for ``cfg.epochs``; ``on_rollouts(rows)`` receives every round's
     rollouts (on rank 0). Returns (engine, per-step metrics); ``engine.module`` is the trained model.
+    ``sampler``: a veripo.model.vllm_rollouts.VLLMRollouts to sample with instead of our HF sampler.
 
     With several ranks each samples and trains on its share of every round's queries; DeepSpeed
     averages the gradients."""
@@ -104,7 +107,7 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, prompts: 
         state = checkpointer.restore(engine, generator, state, d)
     bar = progress(total=len(rounds), initial=state["round"], desc=f"grpo {run.stage}") if progress and d.main else None
     for rnd in rounds[state["round"]:]:
-        metrics = _grpo_round(engine, ref, processor, rnd, cfg, prompts, run, generator, on_rollouts)
+        metrics = _grpo_round(engine, ref, processor, rnd, cfg, prompts, run, generator, on_rollouts, sampler)
         state["metrics"].extend(metrics)
         state["round"] = rnd.index + 1
         if checkpointer is not None and state["round"] % cfg.checkpoint_every == 0 and state["round"] < len(rounds):
@@ -118,14 +121,21 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, prompts: 
 
 
 def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: PromptSetup, run: RunContext,
-                generator: torch.Generator, on_rollouts) -> list[dict]:
+                generator: torch.Generator, on_rollouts, sampler=None) -> list[dict]:
     t0 = time.perf_counter()
     d = run.dist
     model = engine.module
     model.eval()
+    mine = distributed.shard(rnd.records, d)
     with engine.generation_parameters():
-        groups = [sample_group(model, processor, rec, Sampling.of(cfg), prompts.templates, prompts.media, generator)
-                  for rec in distributed.shard(rnd.records, d)]
+        if sampler is not None:
+            sampler.sync(model)  # the weights of the last update (or of a restored checkpoint)
+            seeds = [vllm_rollouts.request_seed(cfg.seed, rnd.index, rec["id"]) for rec in mine]
+            groups = sample_groups_vllm(sampler, processor, mine, Sampling.of(cfg), prompts.templates, prompts.media,
+                                        seeds)
+        else:
+            groups = [sample_group(model, processor, rec, Sampling.of(cfg), prompts.templates, prompts.media,
+                                   generator) for rec in mine]
     t_sample = time.perf_counter() - t0
     n_steps = max(1, math.ceil(len(rnd.records) * cfg.rollouts_per_query / cfg.global_batch))
     if groups:  # a rank can get no query in a round's last, short shard
@@ -296,8 +306,11 @@ def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration
         rollout_log.open()
     distributed.barrier()
     run = RunContext.of(job, d, stage, iteration)
+    sampler = None
+    if job.grpo.rollout_backend == "vllm":
+        sampler = vllm_rollouts.VLLMRollouts(model_path, job.dtype, prompts.media, job.grpo.vllm, job.grpo.seed)
     engine, metrics = train_grpo(model, processor, records, job.grpo, prompts, run, rollout_log.append,
-                                 checkpointer=ckpt, progress=progress)
+                                 checkpointer=ckpt, progress=progress, sampler=sampler)
     save_checkpoint(engine, processor, out.model, {"stage": f"grpo_{stage}", "iteration": iteration,
                                                    "from": model_path, "data": data_path, "world_size": d.world}, d)
     if d.main:

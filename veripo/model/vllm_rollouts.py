@@ -1,0 +1,132 @@
+"""GRPO rollouts through a colocated vLLM engine (``grpo.rollout_backend: vllm``).
+
+The engine samples each query's G rollouts with what our HF sampler uses: the same chat prompt, the same
+sampled frames and pixel budget (our decoder samples them; vLLM must not resample), the four vision
+placeholder tokens banned, the same temperature, top-p and length limit. Only the token ids come back:
+rewards, advantages and every log-prob of the ratio are computed by the training forward, as for HF
+rollouts, so the loss never mixes two implementations' numerics.
+
+The engine lives in the training process and is started once per job from the entering checkpoint.
+Before each round's sampling it gets the trainer's current weights in memory (``sync``: vLLM's
+layerwise reload, which redoes its CPU weight packing), and both of its caches are reset: a stale prefix
+cache would answer with the old weights. Under ZeRO-3 the caller gathers the weights first
+(``TrainEngine.generation_parameters``). With several ranks every rank runs its own engine on its GPU
+and samples its own shard (``distributed_executor_backend: external_launcher`` in ``grpo.vllm`` for
+torchrun jobs; not testable on one CPU).
+"""
+from __future__ import annotations
+
+import hashlib
+from types import SimpleNamespace
+
+import torch
+
+from veripo import prompts as prompt_templates
+from veripo.media import decode as video
+from veripo.model import policy
+
+BANNED_LOGIT_BIAS = -100.0  # vLLM clamps logit_bias to [-100, 100]; -100 is never sampled in practice
+
+
+class WeightSync:
+    """vLLM worker extension (named by its import path in ``worker_extension_cls``): in-memory weight
+    loading through the worker's layerwise reload."""
+
+    def veripo_reload(self, weights):
+        self.reload_weights(weights_iterator=weights)
+        return True
+
+
+def request(text: str, clip: video.DecodedVideo | None, image) -> dict:
+    """One vLLM prompt: the chat text, the frames we sampled with their metadata, or the image."""
+    data: dict = {}
+    kwargs: dict = {}
+    if clip is not None:
+        meta = clip.metadata()
+        data["video"] = [(clip.frames, meta)]
+        # the temporal position step of Qwen2.5-VL derives from the sampled fps
+        kwargs = {"fps": len(meta["frames_indices"]) / meta["duration"], "do_sample_frames": False}
+    if image is not None:
+        data["image"] = image
+    out: dict = {"prompt": text}
+    if data:
+        out["multi_modal_data"] = data
+    if kwargs:
+        out["mm_processor_kwargs"] = kwargs
+    return out
+
+
+def engine_kwargs(model_path: str, dtype: str, media_cfg: dict, settings: dict, seed: int) -> dict:
+    """The ``vllm.LLM`` arguments for a policy checkpoint (``settings``: the config's vllm section)."""
+    return {"model": model_path, "dtype": dtype, "seed": seed, "limit_mm_per_prompt": {"video": 1, "image": 1},
+            "mm_processor_kwargs": {"min_pixels": media_cfg["min_pixels"], "max_pixels": media_cfg["max_pixels"],
+                                    "cap_pixels_per_frame": video.CAP_PIXELS_PER_FRAME},
+            "worker_extension_cls": f"{__name__}.WeightSync", **settings}
+
+
+def banned_bias(model_config) -> dict:
+    """logit_bias banning the vision placeholders, as ``policy.suppressed_token_ids`` does for HF."""
+    return {t: BANNED_LOGIT_BIAS for t in policy.suppressed_token_ids(SimpleNamespace(config=model_config))}
+
+
+def request_seed(*parts) -> int:
+    """A per-request sampling seed from the run's seed, the round and the query: reproducible, and
+    independent of how the round's queries are split into vLLM batches."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
+
+
+class VLLMRollouts:
+    """A colocated vLLM engine that samples G rollouts per query for GRPO."""
+
+    def __init__(self, model_path: str, dtype: str, media_cfg: dict, settings: dict, seed: int):
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise RuntimeError(f"grpo.rollout_backend is 'vllm' but vLLM does not import ({exc}): run the job "
+                               "in the vLLM env (envs/vllm.yaml, or config key vllm_python), or use 'hf'") from None
+        from transformers import AutoConfig
+
+        self.seed = seed
+        self.llm = LLM(**engine_kwargs(model_path, dtype, media_cfg, dict(settings), seed))
+        self.bias = banned_bias(AutoConfig.from_pretrained(model_path))
+
+    def sync(self, model) -> None:
+        """Load ``model``'s current weights into the engine and drop everything computed with the old ones."""
+        weights = [(name, t.detach()) for name, t in model.state_dict().items()]
+        self.llm.collective_rpc("veripo_reload", args=(weights,))
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+
+    def sample(self, items: list[tuple[str, video.DecodedVideo | None, object]], n: int, temperature: float,
+               top_p: float, max_new_tokens: int, seeds: list[int], pad_id: int) -> list[policy.Rollouts]:
+        """G=``n`` rollouts for each (chat text, clip, image): Rollouts as ``policy.sample`` returns them
+        (ids ending with the EOS vLLM sampled, or truncated at ``max_new_tokens``; log-probs left at 0:
+        the training forward computes every log-prob the loss uses)."""
+        from vllm import SamplingParams
+
+        params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=s,
+                                 logit_bias=self.bias) for s in seeds]
+        outs = self.llm.generate([request(*it) for it in items], sampling_params=params, use_tqdm=False)
+        return [_rollouts(out.outputs, pad_id) for out in outs]
+
+
+def _rollouts(completions, pad_id: int) -> policy.Rollouts:
+    seqs = [list(c.token_ids) for c in completions]
+    width = max(1, max(len(s) for s in seqs))
+    tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        tokens[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    truncated = torch.tensor([c.finish_reason == "length" for c in completions])
+    return policy.Rollouts(tokens, mask, torch.zeros(len(seqs), width), truncated)
+
+
+def query_inputs(processor, record: dict, templates: dict, media_cfg: dict):
+    """(chat text, clip, image) of a training record, decoded as ``policy.encode_query`` decodes it."""
+    clip = image = None
+    if record.get("video"):
+        clip = video.decode_video(record["video"], *video.sampling(media_cfg), source=record.get("_source"))
+    elif record.get("image"):
+        image = video.load_image(record["image"], source=record.get("_source"))
+    return policy.chat_text(processor, prompt_templates.messages(record, templates)), clip, image
