@@ -56,7 +56,8 @@ def judge_dir(tmp_path_factory) -> str:
     for (phrase, answer), question in zip(ROLLOUTS, QUESTIONS):
         prompt = chat_text(tok, render_prompt(TEMPLATE, question, f"{phrase}, so the answer is A.", f"${answer}$"))
         p = tok(prompt, add_special_tokens=False)["input_ids"]
-        y = tok(("CONSISTENT" if answer == "A" else "INCONSISTENT") + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        reply = ("CONSISTENT" if answer == "A" else "INCONSISTENT") + "<|im_end|>"
+        y = tok(reply, add_special_tokens=False)["input_ids"]
         batch.append((p + y, [-100] * len(p) + y))
     width = max(len(ids) for ids, _ in batch)
     ids = torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x, _ in batch])
