@@ -61,9 +61,33 @@ def get_final_output():
     )
 
 
+def uses_vllm(rule):
+    """Whether the rule's job runs vLLM with this config: GRPO sampling through it, an
+    evaluation or a judge on it ("auto" picks vLLM only where it imports: the eval env)."""
+    return {
+        "grpo_train": config["grpo"].get("rollout_backend") == "vllm",
+        "eval_generate": config["eval"]["backend"] == "vllm",
+        "verifier_judge": config["verifier"]["judge"]["backend"] == "vllm",
+    }.get(rule, False)
+
+
+def conda_env(rule, default):
+    """The rule's env file under --sdm conda: envs/vllm.yaml when the job runs vLLM (vLLM
+    cannot share an env with the other pins), else ``default``."""
+    return "../envs/vllm.yaml" if uses_vllm(rule) else f"../envs/{default}.yaml"
+
+
+def interpreter(rule):
+    """Python of the rule's job: the conda env's, else config ``vllm_python`` for a job
+    that runs vLLM (its own venv), else the one running snakemake."""
+    if "conda" not in DEPLOYMENT and uses_vllm(rule) and config.get("vllm_python"):
+        return config["vllm_python"]
+    return PYTHON
+
+
 def python_script(name):
-    """argv prefix running scripts/<name>.py."""
-    return [PYTHON, os.path.join(SCRIPTS, f"{name}.py")]
+    """argv prefix running scripts/<name>.py (rule ``name``'s interpreter)."""
+    return [interpreter(name), os.path.join(SCRIPTS, f"{name}.py")]
 
 
 def launcher(name):
@@ -71,7 +95,8 @@ def launcher(name):
     of the rule ``name``."""
     r = rule_settings(config, name)
     return [
-        *python_script("launch"),
+        interpreter(name),
+        os.path.join(SCRIPTS, "launch.py"),
         *("--nodes", str(r["nodes"]), "--procs-per-node", str(r["procs_per_node"])),
         *("--port", str(config["train"]["master_port"]), "--mpi", "srun"),
         *("--", os.path.join(SCRIPTS, f"{name}.py")),

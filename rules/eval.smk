@@ -17,7 +17,7 @@ rule eval_generate:
     benchmark:
         "logs/benchmarks/eval_generate/{ckpt}_{evaldir}_{bench}.tsv"
     conda:
-        "../envs/eval.yaml"
+        conda_env("eval_generate", "eval")
     threads: 2
     resources:
         **rule_resources("eval_generate"),

@@ -16,7 +16,7 @@ rule grpo_train:
     benchmark:
         "logs/benchmarks/grpo_train/iter{iter}.tsv"
     conda:
-        "../envs/train.yaml"
+        conda_env("grpo_train", "train")
     threads: 2
     resources:
         **training_resources("grpo_train"),

@@ -40,7 +40,7 @@ rule verifier_judge:
     benchmark:
         "logs/benchmarks/verifier_judge/iter{iter}.tsv"
     conda:
-        "../envs/train.yaml"
+        conda_env("verifier_judge", "train")
     resources:
         **rule_resources("verifier_judge"),
     params:

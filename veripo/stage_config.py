@@ -115,6 +115,9 @@ class MediaConfig(Section):
     max_frames: int = doc("most frames sampled from a video, however long")
     min_pixels: int = doc("smallest frame area (pixels) after resizing")
     max_pixels: int = doc("largest frame area (pixels) after resizing: bounds the visual tokens per frame")
+    frame_cache: str | None = doc("folder of decoded frames kept on disk, keyed by the video's sha256 and the "
+                                  "frame sampling (veripo/media/frame_cache.py), shared by every job that "
+                                  "decodes a video; None: decode every time", default=None)
 
 
 @dataclass(frozen=True, kw_only=True)

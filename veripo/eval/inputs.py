@@ -16,6 +16,7 @@ from veripo import prompts
 from veripo.model import policy
 
 from veripo.media import decode as video
+from veripo.media import frame_cache
 from veripo.media.checks import decode_inline_image
 
 
@@ -42,7 +43,7 @@ def prepare(processor, question: dict, video_root: str, media: dict, templates: 
     """Decode the question's video at the benchmark's media settings and render its chat prompt."""
     source = f"question {question['key']}"
     text = policy.chat_text(processor, messages(question, templates))
-    clip = video.decode_video(os.path.join(video_root, question["video_path"]), *video.sampling(media),
-                              source=source)
+    clip = frame_cache.decode_video(os.path.join(video_root, question["video_path"]), *video.sampling(media),
+                                    source=source, cache_dir=media.get("frame_cache"))
     image = question["raw"].get("image")
     return EvalInput(question["key"], text, clip, decode_inline_image(image, source) if image else None)

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from veripo.media import decode as video
+from veripo.media import frame_cache
 from veripo.errors import InputError
 
 SHOWN = 5  # paths listed in an error message
@@ -34,7 +35,8 @@ def probe_video(path: str, media: dict | None = None) -> str | None:
     if not os.path.exists(path):
         return "missing"
     try:
-        video.read_video(path, *video.sampling(media or ANY_SAMPLING))
+        frame_cache.read_video(path, *video.sampling(media or ANY_SAMPLING),
+                               cache_dir=(media or {}).get("frame_cache"))
     except video.UnreadableMedia as exc:
         return f"unreadable: {exc}"
     return None
@@ -123,7 +125,7 @@ def _training_media(record: dict) -> tuple[str, str] | None:
 def _training_problem(field: str, path: str, media: dict) -> str | None:
     try:
         if field == "video":
-            video.read_video(path, *video.sampling(media))
+            frame_cache.read_video(path, *video.sampling(media), cache_dir=media.get("frame_cache"))
         else:
             video.read_image(path)
     except video.UnreadableMedia as exc:

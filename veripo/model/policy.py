@@ -21,6 +21,7 @@ import torch.utils.checkpoint  # noqa: E402
 from veripo import prompts  # noqa: E402
 
 from veripo.media import decode as video
+from veripo.media import frame_cache
 from veripo.model.positions import rope_index
 
 MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
@@ -116,7 +117,8 @@ def encode_query(processor, record: dict, templates: dict, media_cfg: dict, base
     """Decode the training record's video (else its image) and encode its chat prompt."""
     clip = image = None
     if record.get("video"):
-        clip = video.decode_video(resolve(record["video"], base_dir), *video.sampling(media_cfg), source=source)
+        clip = frame_cache.decode_video(resolve(record["video"], base_dir), *video.sampling(media_cfg), source=source,
+                                        cache_dir=media_cfg.get("frame_cache"))
     elif record.get("image"):
         image = video.load_image(resolve(record["image"], base_dir), source=source)
     return encode(processor, chat_text(processor, prompts.messages(record, templates)), clip, image)

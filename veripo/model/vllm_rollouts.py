@@ -23,6 +23,7 @@ import torch
 
 from veripo import prompts as prompt_templates
 from veripo.media import decode as video
+from veripo.media import frame_cache
 from veripo.model import policy
 
 BANNED_LOGIT_BIAS = -100.0  # vLLM clamps logit_bias to [-100, 100]; -100 is never sampled in practice
@@ -79,6 +80,11 @@ class VLLMRollouts:
     """A colocated vLLM engine that samples G rollouts per query for GRPO."""
 
     def __init__(self, model_path: str, dtype: str, media_cfg: dict, settings: dict, seed: int):
+        import os
+
+        # the engine in this process: the weights travel to it in memory (a separate engine-core
+        # process would need them pickled, which tensors' memoryviews refuse)
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -104,10 +110,13 @@ class VLLMRollouts:
         the training forward computes every log-prob the loss uses)."""
         from vllm import SamplingParams
 
-        params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=s,
-                                 logit_bias=self.bias) for s in seeds]
+        # Greedy (our temperature <= 1e-5) is one completion, repeated: vLLM refuses n > 1 without
+        # sampling, and raises any temperature in (0, 0.01) to 0.01
+        greedy = temperature <= 1e-5
+        params = [SamplingParams(n=1 if greedy else n, temperature=0.0 if greedy else temperature, top_p=top_p,
+                                 max_tokens=max_new_tokens, seed=s, logit_bias=self.bias) for s in seeds]
         outs = self.llm.generate([request(*it) for it in items], sampling_params=params, use_tqdm=False)
-        return [_rollouts(out.outputs, pad_id) for out in outs]
+        return [_rollouts(out.outputs * n if greedy else out.outputs, pad_id) for out in outs]
 
 
 def _rollouts(completions, pad_id: int) -> policy.Rollouts:
@@ -126,7 +135,8 @@ def query_inputs(processor, record: dict, templates: dict, media_cfg: dict):
     """(chat text, clip, image) of a training record, decoded as ``policy.encode_query`` decodes it."""
     clip = image = None
     if record.get("video"):
-        clip = video.decode_video(record["video"], *video.sampling(media_cfg), source=record.get("_source"))
+        clip = frame_cache.decode_video(record["video"], *video.sampling(media_cfg), source=record.get("_source"),
+                                        cache_dir=media_cfg.get("frame_cache"))
     elif record.get("image"):
         image = video.load_image(record["image"], source=record.get("_source"))
     return policy.chat_text(processor, prompt_templates.messages(record, templates)), clip, image

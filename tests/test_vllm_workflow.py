@@ -1,0 +1,38 @@
+"""The tiny chain with every model call of the loop through vLLM (configs/vllm.yaml: GRPO rollouts, the
+judge, the evaluation), for real in the vLLM venv, shortened to one iteration."""
+import json
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from test_workflow import jsonl, small_config, snakemake
+
+
+@pytest.mark.slow
+def test_tiny_chain_through_vllm(tmp_path, default_config, vllm_python, vllm_env):
+    overrides = yaml.safe_load((ROOT / "configs" / "vllm.yaml").read_text())
+    cfg = small_config(default_config, iterations=1)
+    for key, value in overrides.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+    cfg["verifier"]["judge"] = {**default_config["verifier"]["judge"], **overrides["verifier"]["judge"]}
+    cfg["vllm_python"] = vllm_python
+    out = snakemake(tmp_path, cfg, "iter1/eval/vsi_bench.json", timeout=2400, env=vllm_env)
+    assert out.returncode == 0, out.stderr[-4000:]
+    for stage in ("iter0", "iter1"):
+        settings = json.loads((tmp_path / stage / "grpo" / "settings.json").read_text())
+        assert settings["config"]["grpo"]["rollout_backend"] == "vllm"
+        rows = jsonl(tmp_path / stage / "grpo" / "rollouts.jsonl")
+        assert rows and all(r["completion_ids"] for r in rows)
+        assert len({r["rollout_id"] for r in rows}) == len(rows)
+        # the rewards are mixed: the vLLM rollouts of the warmed-up model are sometimes right
+        assert 0 < sum(r["reward_accuracy"] for r in rows) < len(rows)
+    verdicts = jsonl(tmp_path / "iter1" / "verifier" / "verdicts.jsonl")
+    assert verdicts
+    run = json.loads((tmp_path / "iter1" / "eval" / "vsi_bench.run.json").read_text())
+    assert "vllm" in json.dumps(run)
+    score = json.loads((tmp_path / "iter1" / "eval" / "vsi_bench.json").read_text())
+    assert score
+    # the jobs that ran vLLM ran in the vLLM interpreter
+    log = (tmp_path / "logs" / "grpo_train" / "iter1.log").read_text()
+    assert "launch:" in log and vllm_python in log
