@@ -63,11 +63,13 @@ def get_final_output():
 
 def uses_vllm(rule):
     """Whether the rule's job runs vLLM with this config: GRPO sampling through it, an
-    evaluation or a judge on it ("auto" picks vLLM only where it imports: the eval env)."""
+    evaluation or a judge (also the score's) on it ("auto" picks vLLM only where it imports: the eval env)."""
     return {
         "grpo_train": config["grpo"].get("rollout_backend") == "vllm",
         "eval_generate": config["eval"]["backend"] == "vllm",
         "verifier_judge": config["verifier"]["judge"]["backend"] == "vllm",
+        # the score's inconsistency rate asks the judge
+        "eval_score": config["verifier"]["judge"]["backend"] == "vllm",
     }.get(rule, False)
 
 

@@ -46,7 +46,7 @@ rule eval_score:
     benchmark:
         "logs/benchmarks/eval_score/{ckpt}_{evaldir}_{bench}.tsv"
     conda:
-        "../envs/cpu.yaml"
+        conda_env("eval_score", "cpu")
     resources:
         **rule_resources("eval_score"),
     params:

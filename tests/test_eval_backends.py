@@ -79,6 +79,10 @@ def tomato(tmp_path):
 
 
 def test_vllm_backend_through_the_eval_job(tmp_path, tiny_dir, default_config, mock_vllm, monkeypatch, tomato):
+    from transformers import AutoConfig, AutoProcessor
+
+    from veripo.model import policy
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     settings = job_settings(default_config, "tomato")
     settings["generation"].update(backend="auto", batch_size=3, vllm={"max_model_len": 4096})
@@ -89,10 +93,12 @@ def test_vllm_backend_through_the_eval_job(tmp_path, tiny_dir, default_config, m
     assert llm.model == tiny_dir
     assert llm.kwargs["limit_mm_per_prompt"] == {"video": 1, "image": 1}
     assert llm.kwargs["max_model_len"] == 4096 and llm.kwargs["dtype"] == "float32"
-    assert llm.kwargs["mm_processor_kwargs"] == {"min_pixels": 3136, "max_pixels": 12544}
+    assert llm.kwargs["mm_processor_kwargs"] == {"min_pixels": 3136, "max_pixels": 12544, "cap_pixels_per_frame": True}
     assert [len(prompts) for prompts, _ in llm.calls] == [3, 2]  # batch_size questions per llm.generate
     params = llm.calls[0][1].kwargs
-    assert params == {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.05, "max_tokens": 64, "seed": 0}
+    banned = {t: -100.0 for t in policy.suppressed_token_ids(SimpleNamespace(config=AutoConfig.from_pretrained(tiny_dir)))}
+    assert params == {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.05, "max_tokens": 64, "seed": 0,
+                      "logit_bias": banned}  # the four vision tokens the HF sampler bans
     request = llm.calls[0][0][0]
     assert request["prompt"].startswith("<|im_start|>system")
     assert "<|vision_start|><|video_pad|><|vision_end|>" in request["prompt"]
@@ -105,7 +111,9 @@ def test_vllm_backend_through_the_eval_job(tmp_path, tiny_dir, default_config, m
     assert "image" not in request["multi_modal_data"]
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["num_tokens"] for p in lines] == [5, 7, 5, 5, 7] and [p["truncated"] for p in lines][:2] == [False, True]
-    assert lines[1]["response"].endswith("#1.1")
+    # the text is the completion's token ids decoded by our tokenizer, as the HF backend decodes
+    assert lines[1]["response"] == AutoProcessor.from_pretrained(tiny_dir).tokenizer.decode(list(range(7)),
+                                                                                          skip_special_tokens=True)
     assert info["generation"]["backend"] == "vllm" and info["generation"]["configured_backend"] == "auto"
     assert info["generation"]["engine"]["max_model_len"] == 4096
     assert info["media"]["fps"] == 4.0

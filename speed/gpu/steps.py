@@ -191,10 +191,23 @@ def _hf_greedy(model, prompt, max_new_tokens: int, pad_id: int) -> torch.Tensor:
     inputs = {"input_ids": prompt.input_ids, "attention_mask": torch.ones_like(prompt.input_ids),
               "mm_token_type_ids": prompt.mm_token_type_ids, **prompt.media}
     inputs = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-    with torch.no_grad():
-        out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
-                             suppress_tokens=policy.suppressed_token_ids(model), pad_token_id=pad_id,
-                             temperature=None, top_p=None, top_k=None)
+    from veripo.model.positions import rope_index
+
+    def reference_positions(input_ids, mm_token_type_ids, image_grid_thw=None, video_grid_thw=None,
+                            second_per_grid_ts=None, attention_mask=None, **_):
+        return rope_index(model.config, input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw,
+                          second_per_grid_ts, attention_mask)
+
+    # HF's loop on the M-RoPE positions our forwards use (Qwen's reference, veripo/model/positions.py):
+    # transformers 5.17's own differ for a video of several frame groups, by design of ours
+    model.model.get_rope_index = reference_positions
+    try:
+        with torch.no_grad():
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                                 suppress_tokens=policy.suppressed_token_ids(model), pad_token_id=pad_id,
+                                 temperature=None, top_p=None, top_k=None)
+    finally:
+        del model.model.get_rope_index
     return out[0, prompt.length:].cpu()
 
 
