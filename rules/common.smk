@@ -63,7 +63,8 @@ def get_final_output():
 
 def uses_vllm(rule):
     """Whether the rule's job runs vLLM with this config: GRPO sampling through it, an
-    evaluation or a judge (also the score's) on it ("auto" picks vLLM only where it imports: the eval env)."""
+    evaluation on it, or its judge (the score's too). "auto" picks vLLM only where it
+    imports: the eval env."""
     return {
         "grpo_train": config["grpo"].get("rollout_backend") == "vllm",
         "eval_generate": config["eval"]["backend"] == "vllm",
