@@ -7,14 +7,20 @@ tensor and wraps the result. An operation that mixes an ``OnDevice`` tensor with
 (anything but a 0-dim scalar, which torch itself lets cross devices) raises, as CUDA would: "expected
 all tensors to be on the same device". Inside ``fake_cuda()``:
 
-- ``torch.ones(..., device="cuda")`` and friends (``cuda`` and ``meta`` both mean the pretended device), ``t.to("cuda")``, ``t.cuda()`` and ``module.to("cuda")``
-  make ``OnDevice`` tensors; ``t.cpu()`` / ``t.to("cpu")`` unwrap;
+- ``torch.ones(..., device="cuda")`` and friends (``cuda`` and ``meta`` both mean the pretended device),
+  ``t.to("cuda")``, ``t.cuda()`` and ``module.to("cuda")`` make ``OnDevice`` tensors; ``t.cpu()`` and
+  ``t.to("cpu")`` unwrap;
 - ``torch.Generator(device="cuda")`` makes a generator marked as being on the device; a sampling
   operation on device tensors with a CPU generator raises, as CUDA's multinomial does;
 - ``torch.cuda.is_available()`` is True and ``torch.cuda.set_device`` does nothing.
 
 Why not FakeTensorMode: it has no data, and the sampler and the vision scatter read values
 (``bool(done.all())``, token counts); here every value is real, only the device is pretended.
+
+Limits: models run with eager attention (SDPA picks its kernel by device); a few C++ paths that
+allocate on the tensor's device without the dispatcher (``torch.where`` with a Python scalar,
+``contiguous``, indexing) run on the CPU data when no gradient flows through them; CPU index tensors
+pass, as CUDA accepts them.
 """
 from __future__ import annotations
 
