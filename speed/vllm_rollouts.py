@@ -4,7 +4,7 @@ the same tiny checkpoint, the same video queries and the same sampling settings 
     .venv-vllm/bin/python speed/vllm_rollouts.py [--queries 8] [--G 8] [--new 48] [--repeats 2]
 
 Runs in the vLLM venv (scripts/setup_vllm_env.sh), which holds both. Both sides get the decoded frames
-from the same call (veripo.model.vllm_rollouts.query_inputs); our sampler encodes the vision once per
+from the same call (veripo.model.policy.query_inputs); our sampler encodes the vision once per
 query and samples the G rollouts from one prefill, vLLM takes the whole round in one generate call.
 Prints the median wall time of each and rollouts/s, and the ratio.
 """

@@ -27,12 +27,6 @@ class EvalInput:
     video: video.DecodedVideo | None
     image: Any | None  # PIL image
 
-    def video_metadata(self) -> dict:
-        """Metadata of the sampled frames as plain data (what vLLM's video items carry)."""
-        v = self.video
-        return {"fps": v.native_fps, "duration": v.total_frames / v.native_fps, "total_num_frames": v.total_frames,
-                "frames_indices": list(v.indices), "video_backend": "pyav"}
-
 
 def messages(question: dict, templates: dict) -> list[dict]:
     return prompts.user_turn(prompts.prompt_text(question, templates), video=True,

