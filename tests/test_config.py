@@ -36,6 +36,11 @@ def test_default_and_7b_configs_validate():
     (lambda c: c["verifier"].update(numeric_wrong=0.95), "verifier.numeric_wrong"),
     (lambda c: c["media"].update(min_frames=64), "media.min_frames"),
     (lambda c: c["curriculum"].update(discard_fraction=1.5), "curriculum.discard_fraction"),
+    (lambda c: c["grpo"].update(rollout_backend="sglang"), "grpo.rollout_backend"),
+    (lambda c: c["grpo"].update(vllm={"gpu_memory_utilization": 1.5}), "grpo.vllm.gpu_memory_utilization"),
+    (lambda c: c["train"].update(logprob_chunk=0), "train.logprob_chunk"),
+    (lambda c: c["media"].update(frame_cache=""), "media.frame_cache"),
+    (lambda c: c.update(vllm_python=""), "vllm_python"),
 ])
 def test_bad_config_names_the_key(default_config, mutate, needle):
     cfg = copy.deepcopy(default_config)
