@@ -1,7 +1,11 @@
 """Shared fixtures: a tiny Qwen2.5-VL built offline and a small synthetic video set, once per session."""
 from __future__ import annotations
 
+import copy
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +136,54 @@ def fail_once_env(hook_dir, script, marker):
     (hook_dir / "sitecustomize.py").write_text(FAIL_ONCE.format(script=script, marker=str(marker)))
     path = os.environ.get("PYTHONPATH")
     return dict(os.environ, PYTHONPATH=str(hook_dir) + (os.pathsep + path if path else ""))
+
+
+def small_config(default: dict, iterations: int = 2) -> dict:
+    """The default config, shortened: fewer warm-up steps and synthetic items, ``iterations`` iterations."""
+    from veripo.config import validate_config
+
+    cfg = copy.deepcopy(default)
+    cfg["iterations"] = iterations
+    cfg["warmup"]["steps"] = 150
+    syn = cfg["data"]["synthetic"]
+    syn.update(n_warmup=24, n_train_video=8, n_train_activation=4, n_benchmark=6)
+    return validate_config(cfg)
+
+
+def snakemake(workdir: Path, cfg: dict, *args, timeout=1500, env=None) -> subprocess.CompletedProcess:
+    cfg_path = workdir / "test_config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *args, "--configfile", str(cfg_path)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def job_counts(text: str) -> dict:
+    """{rule: jobs} from snakemake's "Job stats" table."""
+    counts = {}
+    for line in text.split("Job stats:")[1].splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+# What the finished_run fixture builds: the shortened chain scored, with its report figures.
+FINISHED_RUN_TARGETS = ["iter2/eval/vsi_bench.json"]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, default_config) -> Path:
+    """A run directory where the shortened default chain (2 iterations) has finished, built once per
+    session and shared: tests read it and copy what they alter. Its config is ``test_config.yaml``."""
+    workdir = tmp_path_factory.mktemp("finished_run")
+    out = snakemake(workdir, small_config(default_config, iterations=2), *FINISHED_RUN_TARGETS)
+    if out.returncode != 0:
+        pytest.fail("the shortened default chain failed:\n" + out.stderr[-5000:])
+    (workdir / "snakemake.out").write_text(out.stdout + out.stderr)
+    return workdir

@@ -1,43 +1,13 @@
 """The Snakemake workflow end to end on the tiny default (a shortened chain), and its DAG."""
 import copy
 import json
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT
-from veripo.config import validate_config
-
-
-def small_config(default: dict, iterations: int = 2) -> dict:
-    cfg = copy.deepcopy(default)
-    cfg["iterations"] = iterations
-    cfg["warmup"]["steps"] = 150
-    syn = cfg["data"]["synthetic"]
-    syn.update(n_warmup=24, n_train_video=8, n_train_activation=4, n_benchmark=6)
-    return validate_config(cfg)
-
-
-def snakemake(workdir: Path, cfg: dict, *args, timeout=1500, env=None) -> subprocess.CompletedProcess:
-    cfg_path = workdir / "test_config.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args, "--configfile", str(cfg_path)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def job_counts(text: str) -> dict:
-    """{rule: jobs} from snakemake's "Job stats" table."""
-    counts = {}
-    for line in text.split("Job stats:")[1].splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
+# small_config, snakemake, job_counts and jsonl live in conftest; other tests import them from here too.
+from conftest import job_counts, jsonl, small_config, snakemake  # noqa: F401
 
 
 def test_dry_run_unrolls_three_iterations(tmp_path, default_config):
@@ -124,10 +94,6 @@ def assert_pair_invariants(pairs: list[dict], rollouts: list[dict], verdicts: li
                                         or rv["checks"]["consistency"]["verdict"] == "INCONSISTENT")
 
 
-def jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def assert_checkpoint(path: Path):
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
@@ -137,11 +103,9 @@ def assert_checkpoint(path: Path):
 
 
 @pytest.mark.slow
-def test_default_chain_runs_and_every_artifact_has_its_schema(tmp_path, default_config):
+def test_default_chain_runs_and_every_artifact_has_its_schema(tmp_path, finished_run, default_config):
     cfg = small_config(default_config, iterations=2)
-    out = snakemake(tmp_path, cfg, "iter2/eval/vsi_bench.json")
-    assert out.returncode == 0, out.stderr[-5000:]
-    w = tmp_path
+    w = finished_run
     base = json.loads((w / "base/model.json").read_text())
     assert base["kind"] == "tiny" and base["params"] > 100_000
     for ckpt in ["base/model", "iter0/grpo/model", "iter1/grpo/model", "iter1/dpo/model", "iter2/dpo/model"]:
@@ -195,14 +159,18 @@ def test_default_chain_runs_and_every_artifact_has_its_schema(tmp_path, default_
         assert list((w / "logs" / rule).glob("*.log")), rule
     assert not list(w.glob("checkpoints/*/*/step-*"))  # step checkpoints are cleared once a job is done
     # nothing left to do on a rerun
-    again = snakemake(tmp_path, cfg, "-n", "iter2/eval/vsi_bench.json")
+    again = snakemake(w, cfg, "-n", "iter2/eval/vsi_bench.json")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # The shared run stays as it is: the fresh pass below rewrites iteration 1's pairs in a copy.
+    w = tmp_path / "run"
+    shutil.copytree(finished_run, w, symlinks=True)
 
     # The verifier's fresh sampling pass (verifier.rollouts.source: fresh) on iteration 1's GRPO model:
     # only the verifier's rules run, on G new rollouts per query, and the pairs keep every invariant.
     fresh = copy.deepcopy(cfg)
     fresh["verifier"]["rollouts"].update(source="fresh", rollouts_per_query=6, seed=1)
-    out = snakemake(tmp_path, fresh, "iter1/dpo/pairs.jsonl", "--rerun-triggers", "mtime", "input")
+    out = snakemake(w, fresh, "iter1/dpo/pairs.jsonl", "--rerun-triggers", "mtime", "input")
     assert out.returncode == 0, out.stderr[-3000:]
     ran = job_counts(out.stdout + out.stderr)
     assert ran == {"verifier_sample": 1, "verifier_judge": 1, "dpo_build_pairs": 1, "total": 3}, ran
