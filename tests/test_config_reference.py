@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from veripo import config_reference as ref
 
@@ -13,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "config.md"
 CONFIGS = [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
 CLUSTER_SECTION = "## From a fresh clone to Qwen2.5-VL-7B on SLURM"
+FILE_SUFFIXES = {"yaml", "json", "jsonl", "sh", "py", "md", "txt"}
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +114,13 @@ def test_config_keys_cited_in_the_cluster_guide_exist(schema):
     rows = [k.path for k in ref.keys(schema)]
     top = {p[0] for p in rows}
     cited = set()
-    for span in re.findall(r"`([^`\s]+)`", _cluster_section()):
-        # a dotted config key: `grpo.micro_batch`, `eval.benchmarks.<name>.video_root`, maybe with ": value"
-        name = span.split(":")[0]
-        if re.fullmatch(r"[a-z_]+(\.[a-z_0-9<>\[\]]+)+", name) and name.split(".")[0] in top:
+    prose = re.sub(r"```.*?```", "", _cluster_section(), flags=re.S)
+    for span in re.findall(r"`([^`\n]+)`", prose):
+        # a dotted config key: `grpo.micro_batch`, `eval.benchmarks.<name>.video_root`, `dpo.on_too_few_pairs: stop`;
+        # not a file name (`train.yaml`)
+        name = re.split(r"[:\s]", span)[0]
+        if (re.fullmatch(r"[a-z_]+(\.[a-z_0-9<>\[\]]+)+", name) and name.split(".")[0] in top
+                and name.rsplit(".", 1)[1] not in FILE_SUFFIXES):
             cited.add(name)
     assert cited, "the guide cites no config key"
     unknown = []
@@ -124,3 +129,14 @@ def test_config_keys_cited_in_the_cluster_guide_exist(schema):
         if not any(ref._matches(p, concrete) or p == concrete for p in rows):
             unknown.append(name)
     assert unknown == []
+
+
+def test_the_guides_site_config_is_valid_over_the_7b_config():
+    from veripo.config import validate_config
+
+    blocks = re.findall(r"```yaml\n(.*?)```", _cluster_section(), flags=re.S)
+    assert blocks, "the guide shows no site config"
+    site = yaml.safe_load(blocks[0])
+    config = ref.merge(ref.merge(ref.load(ref.DEFAULT_CONFIG), ref.load(ref.CONFIG_7B)), site)
+    validate_config(config)
+    assert config["data"]["train_video"] == f"data/imported/{next(iter(site['data']['imports']))}.jsonl"

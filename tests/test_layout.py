@@ -21,7 +21,8 @@ BASICS = {"errors", "jsonio", "config", "cli", "answers", "rewards", "prompts", 
 #           policy (a fresh sampling pass, an HF judge).
 #   train   GRPO, DPO (which learns from verify's pairs), the warm-up, checkpoints.
 #   eval    runs any checkpoint on the benchmarks and scores it with the verifier's judge.
-STAGES = ["media", "data", "model", "verify", "train", "eval"]
+#   commands  the `veripo` console command: presents what the stages below compute (infer, pairs, score).
+STAGES = ["media", "data", "model", "verify", "train", "eval", "commands"]
 RANK = {"basics": -1, **{stage: i for i, stage in enumerate(STAGES)}}
 
 

@@ -24,7 +24,7 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, model_path: str, settings: dict, video_root: str):
+    def __init__(self, model_path: str, settings: dict, video_root: str, seed: int = 0):
         from transformers import AutoConfig, AutoProcessor
 
         try:
@@ -39,14 +39,14 @@ class VLLMBackend:
         gen, media = settings["generation"], settings["media"]
         self.processor = AutoProcessor.from_pretrained(model_path)  # chat template and tokenizer only
         self.engine = {**ENGINE_DEFAULTS, **gen.get("vllm", {})}
-        self.llm = LLM(model=model_path, dtype=settings["dtype"], seed=0,
+        self.llm = LLM(model=model_path, dtype=settings["dtype"], seed=seed,
                        limit_mm_per_prompt={"video": 1, "image": 1},
                        mm_processor_kwargs={"min_pixels": media["min_pixels"], "max_pixels": media["max_pixels"],
                                             "cap_pixels_per_frame": CAP_PIXELS_PER_FRAME},
                        **self.engine)
         self.params = SamplingParams(temperature=gen["temperature"], top_p=gen["top_p"],
                                      repetition_penalty=gen["repetition_penalty"], max_tokens=gen["max_new_tokens"],
-                                     seed=0, logit_bias=banned_bias(AutoConfig.from_pretrained(model_path)))
+                                     seed=seed, logit_bias=banned_bias(AutoConfig.from_pretrained(model_path)))
 
     def describe(self) -> dict:
         import torch
@@ -65,8 +65,16 @@ class VLLMBackend:
         return request(inp.text, inp.video, inp.image)
 
     def generate(self, questions: list[dict]) -> list[Generation]:
-        outputs = self.llm.generate([self.request(q) for q in questions], sampling_params=self.params,
-                                    use_tqdm=False)
+        return self._generate([self.request(q) for q in questions])
+
+    def generate_inputs(self, inputs: list) -> list[Generation]:
+        """One Generation per prepared input (``EvalInput``), as ``HFBackend.generate_inputs``."""
+        from veripo.model.vllm_rollouts import request
+
+        return self._generate([request(inp.text, inp.video, inp.image) for inp in inputs])
+
+    def _generate(self, requests: list[dict]) -> list[Generation]:
+        outputs = self.llm.generate(requests, sampling_params=self.params, use_tqdm=False)
         results = []
         for out in outputs:
             completion = out.outputs[0]

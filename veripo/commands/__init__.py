@@ -1,0 +1,28 @@
+"""The ``veripo`` console command (``pip install -e .`` installs it): try a checkpoint, look at the DPO
+pairs a run built, score predictions. The commands sit above every stage: they reuse the stages'
+functions (evaluation backends and inputs, scoring, JSONL readers) and hold only their presentation."""
+from __future__ import annotations
+
+import click
+
+from veripo.commands.infer import infer
+from veripo.commands.pairs import pairs
+from veripo.commands.score import score
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main() -> None:
+    """VerIPO from the command line, run from a run's directory (where base/, iterK/ and data/ are).
+
+    \b
+    veripo infer        ask a checkpoint one question (video, image or text): reasoning and answer
+    veripo pairs show   the DPO pairs of an iteration, chosen | rejected side by side
+    veripo score        score a benchmark's predictions (as scripts/score.py)
+
+    `veripo COMMAND --help` says more.
+    """
+
+
+main.add_command(infer)
+main.add_command(pairs)
+main.add_command(score)
