@@ -86,15 +86,19 @@ def run(model: str, settings: dict, question: str, answer_type: str, video: str 
     return inp, backend.generate_inputs([inp])[0]
 
 
+def indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.split("\n"))
+
+
 def report(text: str, num_tokens: int, truncated: bool, temperature: float) -> str:
     """The reasoning and the answer, labelled; the whole output too when either tag pair is missing."""
     from veripo.answers import extract_answer, extract_think
 
     think, answer = extract_think(text), extract_answer(text)
-    lines = ["reasoning (<think>):", f"  {think}" if think is not None else "  (none: no <think>...</think>)",
-             "answer (<answer>):", f"  {answer}" if answer is not None else "  (none: no <answer>...</answer>)"]
+    lines = ["reasoning (<think>):", indent(think) if think is not None else "  (none: no <think>...</think>)",
+             "answer (<answer>):", indent(answer) if answer is not None else "  (none: no <answer>...</answer>)"]
     if think is None or answer is None:
-        lines += ["output:", f"  {text}"]
+        lines += ["output:", indent(text)]
     decoding = "greedy" if temperature <= 1e-5 else f"temperature {temperature}"
     lines.append(f"({num_tokens} tokens, {decoding}" + (", truncated at --max-new-tokens)" if truncated else ")"))
     return "\n".join(lines)
