@@ -31,3 +31,43 @@ if SYN["enabled"]:
             "--train-video {output.train_video:q} "
             "--train-activation {output.train_activation:q} "
             "{params.benchmarks:q} 2> {log:q}"
+
+
+# Public video-QA files (config data.imports) turned into training queries; point
+# data.train_video (or train_activation) at data/imported/<name>.jsonl to train on one.
+IMPORTS = config["data"].get("imports", {})
+IMPORTED = {f"data/imported/{name}.jsonl" for name in IMPORTS}
+if SYN["enabled"]:
+    for key in ("train_video", "train_activation"):
+        if os.path.normpath(config["data"][key]) in IMPORTED:
+            raise WorkflowError(
+                f"config key 'data.{key}': {config['data'][key]} is an import's output, "
+                "which data_synthetic would write too; set data.synthetic.enabled: false"
+            )
+
+if IMPORTS:
+
+    rule data_import:
+        input:
+            source=lambda wc: IMPORTS[wc.name]["source"],
+        output:
+            queries="data/imported/{name}.jsonl",
+            rejected="data/imported/{name}.rejected.jsonl",
+            stats="data/imported/{name}.stats.json",
+        log:
+            "logs/data_import/{name}.log",
+        benchmark:
+            "logs/benchmarks/data_import/{name}.tsv"
+        wildcard_constraints:
+            name="|".join(IMPORTS),
+        conda:
+            "../envs/cpu.yaml"
+        resources:
+            **rule_resources("data_import"),
+        params:
+            cmd=python_script("data_import"),
+            spec=lambda wc: as_json(IMPORTS[wc.name]),
+        shell:
+            "{params.cmd:q} --name {wildcards.name:q} --spec {params.spec:q} "
+            "--out {output.queries:q} --rejected {output.rejected:q} "
+            "--stats {output.stats:q} 2> {log:q}"
