@@ -232,6 +232,8 @@ def _allowed(node: dict, required: bool) -> str:
     names = node.get("propertyNames", {})
     if "enum" in names:
         parts.append("keys: " + ", ".join(_literal(v) for v in names["enum"]))
+    if "pattern" in names:
+        parts.append(f"keys match `{names['pattern']}`")
     if "minProperties" in node:
         parts.append(f"at least {node['minProperties']} entr{'y' if node['minProperties'] == 1 else 'ies'}")
     return "; ".join(parts)
