@@ -11,6 +11,10 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+# What `snakemake --report report.html` says about the run; the figures come from rule report_figures.
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
@@ -18,6 +22,7 @@ include: "rules/grpo.smk"
 include: "rules/verifier.smk"
 include: "rules/dpo.smk"
 include: "rules/eval.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -111,6 +111,10 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                    "video_size", "video_fps", "video_seconds"} - set(config["data"]["synthetic"])
         if missing:
             raise ConfigError(f"config key 'data.synthetic' lacks {sorted(missing)} while enabled")
+    for i, name in enumerate(config["report"]["benchmarks"]):
+        if name not in config["eval"]["benchmarks"]:
+            raise ConfigError(f"config key 'report.benchmarks[{i}]': {name!r} is not one of eval.benchmarks "
+                              f"({', '.join(config['eval']['benchmarks'])})")
     return config
 
 

@@ -1,0 +1,280 @@
+"""The run's report: the collectors read the artifacts into the right numbers and stop with one line
+naming a missing or corrupt file; the plan names what the rules write; on a finished run, rule
+report_figures and `snakemake --report` give every figure with its caption."""
+import copy
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, snakemake
+from veripo.config import ConfigError, validate_config
+from veripo.errors import InputError
+from veripo.report import collect, plan
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def grpo_row(rnd, acc, length, loss, kl=0.0):
+    return {"stage": "video", "iteration": 1, "round": rnd, "step_in_round": 0, "loss": loss, "kl": kl,
+            "clip_frac": 0.0, "grad_norm": 1.0, "reward/accuracy": acc, "reward/format": 0.5,
+            "response_length": length}
+
+
+def verifier_stats(n, wrong, inconsistent, clean):
+    return {"rollouts": n, "queries": 4, "clean": clean, "inconsistency_rate": round(inconsistent / n, 4),
+            "checks": {"length": {"ok": n - 1, "fail": 1}, "format": {"ok": n, "fail": 0},
+                       "repetition": {"ok": n - 2, "fail": 2},
+                       "accuracy": {"right": n - wrong - 3, "partial": 3, "wrong": wrong},
+                       "consistency": {"CONSISTENT": n - inconsistent, "INCONSISTENT": inconsistent,
+                                       "UNKNOWN": 0, "UNPARSABLE": 0}}}
+
+
+def score(overall, rate, official=None, categories=None):
+    out = {"benchmark": "vsi_bench", "n": 6, "overall": overall, "categories": categories or {"a": overall},
+           "inconsistency": {"judge": "rule", "rate": rate, "counts": {}}}
+    if official is not None:
+        out["official_overall"] = official
+    return out
+
+
+# --- collectors -------------------------------------------------------------------------------------
+
+def test_grpo_curves_are_the_logged_steps_in_order(tmp_path):
+    rows = [grpo_row(0, 0.25, 20.0, 0.1), grpo_row(0, 0.25, 20.0, -0.1), grpo_row(1, 0.75, 24.5, 0.05, kl=0.01)]
+    curves = collect.grpo_curves(write_jsonl(tmp_path / "metrics.jsonl", rows))
+    assert curves["step"] == [0, 1, 2] and curves["rounds"] == 2 and curves["stage"] == "video"
+    assert curves["reward/accuracy"] == [0.25, 0.25, 0.75]
+    assert curves["response_length"] == [20.0, 20.0, 24.5] and curves["kl"] == [0.0, 0.0, 0.01]
+    assert sum(curves["loss"]) == pytest.approx(0.05)
+
+
+def test_grpo_curves_name_the_line_and_field_that_is_missing_or_not_a_number(tmp_path):
+    rows = [grpo_row(0, 0.5, 20.0, 0.1), grpo_row(1, 0.5, 20.0, 0.1)]
+    del rows[1]["response_length"]
+    path = write_jsonl(tmp_path / "metrics.jsonl", rows)
+    with pytest.raises(InputError, match=r"metrics\.jsonl, line 2, field 'response_length': missing"):
+        collect.grpo_curves(path)
+    rows[1]["response_length"] = "long"
+    write_jsonl(path, rows)
+    with pytest.raises(InputError, match=r"line 2, field 'response_length': expected a finite number"):
+        collect.grpo_curves(path)
+    path.write_text("")
+    with pytest.raises(InputError, match="no steps logged"):
+        collect.grpo_curves(path)
+
+
+def test_dpo_curves_and_heldout(tmp_path):
+    rows = [{"step": 0, "loss": 0.6931, "margin": 0.0, "positive_margin_share": 0.0, "pairs": 8},
+            {"step": 1, "loss": 0.61, "margin": 1.5, "positive_margin_share": 0.75, "pairs": 8}]
+    heldout = {"pairs": 4, "queries": 2,
+               "before": {"logp_gap": -8.0, "logp_gap_per_token": -0.5, "chosen_preferred": 0.25, "margin": 0.0},
+               "after": {"logp_gap": -6.0, "logp_gap_per_token": -0.4, "chosen_preferred": 0.5, "margin": 2.0,
+                         "positive_margin_share": 0.75}}
+    (tmp_path / "heldout.json").write_text(json.dumps(heldout))
+    curves = collect.dpo_curves(write_jsonl(tmp_path / "metrics.jsonl", rows), tmp_path / "heldout.json")
+    assert curves["step"] == [0, 1] and curves["margin"] == [0.0, 1.5]
+    assert curves["heldout"]["before"] == {"chosen_preferred": 0.25, "logp_gap_per_token": -0.5}
+    assert curves["heldout"]["after"]["margin"] == 2.0 and curves["heldout"]["after"]["positive_margin_share"] == 0.75
+
+
+def test_a_skipped_dpo_stage_has_no_steps(tmp_path):
+    """dpo.on_too_few_pairs: skip writes empty metrics and a held-out report of 0 pairs."""
+    (tmp_path / "metrics.jsonl").write_text("")
+    empty = {"pairs": 0, "queries": 0, "before": {"logp_gap": None, "logp_gap_per_token": None,
+                                                  "chosen_preferred": None, "margin": None},
+             "after": {"logp_gap": None, "logp_gap_per_token": None, "chosen_preferred": None, "margin": None,
+                       "positive_margin_share": None}}
+    (tmp_path / "heldout.json").write_text(json.dumps(empty))
+    curves = collect.dpo_curves(tmp_path / "metrics.jsonl", tmp_path / "heldout.json")
+    assert curves["step"] == [] and curves["heldout"] == {"pairs": 0}
+
+
+def test_verifier_table_is_in_percent_of_the_rollouts(tmp_path):
+    (tmp_path / "s1.json").write_text(json.dumps(verifier_stats(200, wrong=50, inconsistent=30, clean=180)))
+    (tmp_path / "s2.json").write_text(json.dumps(verifier_stats(80, wrong=8, inconsistent=4, clean=80)))
+    table = collect.verifier_table({"2": str(tmp_path / "s2.json"), "1": str(tmp_path / "s1.json")})
+    assert list(table) == [1, 2]
+    assert table[1]["rollouts"] == 200 and table[1]["reasons"]["wrong answer"] == 25.0
+    assert table[1]["reasons"]["inconsistent"] == 15.0 and table[1]["inconsistency"] == pytest.approx(15.0)
+    assert table[1]["reasons"]["repetitive"] == 1.0 and table[1]["clean"] == 90.0
+    assert table[2]["reasons"]["wrong answer"] == 10.0 and table[2]["clean"] == 100.0
+
+
+def test_verifier_table_names_a_missing_check(tmp_path):
+    stats = verifier_stats(10, 1, 1, 10)
+    del stats["checks"]["repetition"]
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(InputError, match=r"stats\.json, field 'checks\.repetition\.fail': missing"):
+        collect.verifier_table({"1": str(tmp_path / "stats.json")})
+
+
+def test_pair_table_counts_and_checks_the_kinds_add_up(tmp_path):
+    stats = {"pairs": 7, "queries": 8, "queries_with_pairs": 5, "queries_with_chosen": 6,
+             "by_kind": {"consistency": 3, "penalty": 1, "reflection": 3}}
+    (tmp_path / "p.json").write_text(json.dumps(stats))
+    row = collect.pair_table({"1": str(tmp_path / "p.json")})[1]
+    assert row["by_kind"] == {"consistency": 3, "penalty": 1, "reflection": 3} and row["queries_with_chosen"] == 6
+    stats["pairs"] = 9
+    (tmp_path / "p.json").write_text(json.dumps(stats))
+    with pytest.raises(InputError, match="by_kind sums to 7, not to pairs 9"):
+        collect.pair_table({"1": str(tmp_path / "p.json")})
+
+
+def test_score_table_follows_the_chain_and_names_a_corrupt_file(tmp_path):
+    (tmp_path / "base.json").write_text(json.dumps(score(20.0, 10.0, official=18.0)))
+    (tmp_path / "it1.json").write_text(json.dumps(score(35.5, 2.5)))
+    rows = [{"label": "base", "kind": "base", "path": str(tmp_path / "base.json")},
+            {"label": "iter1", "kind": "dpo", "path": str(tmp_path / "it1.json")}]
+    table = collect.score_table(rows)
+    assert [r["overall"] for r in table] == [20.0, 35.5] and [r["inconsistency"] for r in table] == [10.0, 2.5]
+    assert table[0]["official_overall"] == 18.0 and table[1]["official_overall"] is None
+    (tmp_path / "it1.json").write_text('{"benchmark": "vsi_bench",\n "n": 6,\n "overall": }')
+    with pytest.raises(InputError, match=r"it1\.json, line 3: malformed JSON"):
+        collect.score_table(rows)
+    (tmp_path / "it1.json").unlink()
+    with pytest.raises(InputError, match=r"it1\.json: file does not exist"):
+        collect.score_table(rows)
+
+
+def test_wall_times_take_the_mean_of_column_s(tmp_path):
+    header = "s\th:m:s\tmax_rss\n"
+    (tmp_path / "grpo_train").mkdir()
+    (tmp_path / "grpo_train" / "iter0.tsv").write_text(header + "10.0\t0:00:10\t1\n30.0\t0:00:30\t1\n")
+    (tmp_path / "grpo_train" / "iter1.tsv").write_text(header + "5.5\t0:00:05\t1\n")
+    (tmp_path / "eval_score").mkdir()
+    (tmp_path / "eval_score" / "base_eval_vsi_bench.tsv").write_text(header + "1.25\t0:00:01\t1\n")
+    times = collect.wall_times(tmp_path)
+    assert times == {"grpo_train": {"iter0": 20.0, "iter1": 5.5}, "eval_score": {"base_eval_vsi_bench": 1.25}}
+    (tmp_path / "eval_score" / "base_eval_vsi_bench.tsv").write_text(header + "NA\t-\t1\n")
+    with pytest.raises(InputError, match=r"base_eval_vsi_bench\.tsv, line 2, field 's': expected a number"):
+        collect.wall_times(tmp_path)
+    (tmp_path / "eval_score" / "base_eval_vsi_bench.tsv").write_text("h:m:s\n0:00:01\n")
+    with pytest.raises(InputError, match=r"field 's': missing required column"):
+        collect.wall_times(tmp_path)
+
+
+# --- plan and config --------------------------------------------------------------------------------
+
+def test_the_plan_reads_each_stage_once_and_every_caption_exists():
+    m = plan.manifest(3, ["vsi_bench", "mmvu"], eval_grpo=True)
+    paths = list(plan.manifest_paths(m).values())
+    assert len(paths) == len(set(paths))
+    assert sorted(m["grpo"]) == ["0", "1", "2", "3"] and sorted(m["dpo"]) == sorted(m["verifier"]) == ["1", "2", "3"]
+    chain = [r["path"] for r in m["scores"]["mmvu"]]
+    assert chain == ["base/eval/mmvu.json", "iter0/eval/mmvu.json", "iter1/eval_grpo/mmvu.json",
+                     "iter1/eval/mmvu.json", "iter2/eval_grpo/mmvu.json", "iter2/eval/mmvu.json",
+                     "iter3/eval_grpo/mmvu.json", "iter3/eval/mmvu.json"]
+    without = plan.manifest(3, ["vsi_bench"], eval_grpo=False)
+    assert not any("eval_grpo" in p for p in plan.manifest_paths(without).values())
+    figures = plan.figures(3, ["vsi_bench", "mmvu"])
+    names = [f.name for f in figures]
+    assert len(names) == len(set(names)) == 4 + 3 + 3 + 2 + 1
+    for f in figures:
+        assert (ROOT / "report" / f"{f.caption}.rst").read_text().strip(), f.caption
+    assert (ROOT / "report" / "workflow.rst").exists()
+
+
+def test_report_benchmarks_must_be_evaluated(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["report"]["benchmarks"] = ["vsi_bench", "nope_bench"]
+    with pytest.raises(ConfigError, match=r"report\.benchmarks\[1\]"):
+        validate_config(cfg)
+    del cfg["eval"]["benchmarks"]["mmvu"]
+    cfg["report"]["benchmarks"] = ["mmvu"]
+    with pytest.raises(ConfigError, match=r"report\.benchmarks\[0\]': 'mmvu' is not one of eval\.benchmarks"):
+        validate_config(cfg)
+    cfg["report"]["eval_grpo"] = "yes"
+    with pytest.raises(ConfigError, match=r"report\.eval_grpo"):
+        validate_config(cfg)
+
+
+# --- the figure job ---------------------------------------------------------------------------------
+
+def small_run(root):
+    """The artifacts of a 1-iteration run, as the rules lay them out (a tiny one, hand-written)."""
+    for k in (0, 1):
+        (root / f"iter{k}/grpo").mkdir(parents=True)
+        write_jsonl(root / f"iter{k}/grpo/metrics.jsonl",
+                    [grpo_row(r // 2, 0.25 + 0.05 * r, 20.0 + r, 0.1 - 0.02 * r) for r in range(12)])
+    (root / "iter1/dpo").mkdir()
+    write_jsonl(root / "iter1/dpo/metrics.jsonl",
+                [{"step": s, "loss": 0.69 - 0.05 * s, "margin": 0.4 * s, "positive_margin_share": 0.1 * s}
+                 for s in range(5)])
+    (root / "iter1/dpo/heldout.json").write_text(json.dumps({"pairs": 0}))
+    (root / "iter1/dpo/pair_stats.json").write_text(json.dumps(
+        {"pairs": 5, "queries": 8, "queries_with_pairs": 3, "queries_with_chosen": 4,
+         "by_kind": {"consistency": 2, "penalty": 1, "reflection": 2}}))
+    (root / "iter1/verifier").mkdir()
+    (root / "iter1/verifier/stats.json").write_text(json.dumps(verifier_stats(64, 20, 10, 60)))
+    for evaldir, value in (("base/eval", 20.0), ("iter0/eval", 25.0), ("iter1/eval_grpo", 30.0),
+                           ("iter1/eval", 32.0)):
+        (root / evaldir).mkdir(parents=True)
+        (root / evaldir / "vsi_bench.json").write_text(json.dumps(score(value, 50 - value, official=value)))
+    (root / "logs/benchmarks/grpo_train").mkdir(parents=True)
+    (root / "logs/benchmarks/grpo_train/iter0.tsv").write_text("s\th:m:s\n12.5\t0:00:12\n")
+
+
+def run_figures(root, names):
+    m = plan.manifest(1, ["vsi_bench"], eval_grpo=True)
+    return subprocess.run([sys.executable, str(ROOT / "scripts/report_figures.py"), "--manifest", json.dumps(m),
+                           "--benchmarks-dir", "logs/benchmarks", *[f"figures/{n}.png" for n in names]],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def test_the_figure_job_draws_every_planned_figure(tmp_path):
+    small_run(tmp_path)
+    names = [f.name for f in plan.figures(1, ["vsi_bench"])]
+    out = run_figures(tmp_path, names)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in names:
+        data = (tmp_path / "figures" / f"{name}.png").read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
+    assert not list((tmp_path / "figures").glob(".*")), "a temporary file was left behind"
+
+
+def test_the_figure_job_stops_with_one_line_naming_a_missing_file(tmp_path):
+    small_run(tmp_path)
+    (tmp_path / "iter1/verifier/stats.json").unlink()
+    out = run_figures(tmp_path, ["verifier"])
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == "error: iter1/verifier/stats.json: file does not exist"
+    assert not (tmp_path / "figures" / "verifier.png").exists()
+
+
+# --- on a finished run ------------------------------------------------------------------------------
+
+def caption_phrase(name: str) -> str:
+    """The caption's first words: plain text that the HTML report must carry."""
+    return " ".join((ROOT / "report" / f"{name}.rst").read_text().split()[:5])
+
+
+@pytest.mark.slow
+def test_figures_and_the_html_report_of_a_finished_run(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    cfg = yaml.safe_load((run / "test_config.yaml").read_text())
+    out = snakemake(run, cfg, "report_figures")
+    assert out.returncode == 0, out.stderr[-5000:]
+    figures = plan.figures(cfg["iterations"], cfg["report"]["benchmarks"])
+    for f in figures:
+        data = (run / "figures" / f"{f.name}.png").read_bytes()
+        # a drawn figure of ~1000x500 pixels with text and curves, not a blank canvas
+        assert data.startswith(PNG_MAGIC) and 20_000 < len(data) < 2_000_000, f.name
+    assert list((run / "logs/benchmarks/report_figures").glob("*.tsv"))
+    out = snakemake(run, cfg, "--report", "report.html")
+    assert out.returncode == 0, out.stderr[-5000:]
+    html = (run / "report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and html.rstrip().endswith("</html>")
+    for caption in {f.caption for f in figures} | {"workflow"}:
+        assert caption_phrase(caption) in html, caption
+    for f in figures:
+        assert f"{f.name}.png" in html, f.name

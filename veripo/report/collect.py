@@ -1,0 +1,181 @@
+"""The run's artifacts read into the small tables the figures draw (plain dicts and lists).
+
+Every reader checks what it takes: a missing or corrupt file, or a missing or non-numeric field, is an
+InputError naming the file (and line, field), so the figure job stops with one line instead of drawing
+a wrong panel.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+from veripo.errors import InputError
+from veripo.jsonio import read_json, read_jsonl
+
+GRPO_SERIES = ("reward/accuracy", "reward/format", "response_length", "loss", "kl", "clip_frac")
+DPO_SERIES = ("loss", "margin", "positive_margin_share")
+# What the verifier rejects a rollout for, as (label, check, count key) of stats.json's "checks".
+VERDICT_REASONS = (
+    ("too short", "length", "fail"),
+    ("bad format", "format", "fail"),
+    ("repetitive", "repetition", "fail"),
+    ("wrong answer", "accuracy", "wrong"),
+    ("partly right", "accuracy", "partial"),
+    ("inconsistent", "consistency", "INCONSISTENT"),
+    ("no verdict", "consistency", "UNKNOWN"),
+)
+PAIR_KINDS = ("consistency", "penalty", "reflection")
+
+
+def _number(value: object, path: object, field: str, line: int | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(path, f"expected a finite number, got {value!r}", line=line, field=field)
+    return float(value)
+
+
+def _field(obj: object, keys: str, path: object) -> object:
+    """``obj[a][b]...`` for ``keys`` "a.b...", else an InputError naming the dotted field."""
+    for key in keys.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            raise InputError(path, "missing required field", field=keys)
+        obj = obj[key]
+    return obj
+
+
+def _series(rows: list[dict], names: tuple[str, ...], path: object) -> dict[str, list[float]]:
+    """{name: [value per row]} of JSONL rows; each row must hold every name as a finite number."""
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in rows:
+        for name in names:
+            if name not in r:
+                raise InputError(path, "missing required field", line=r["_line"], field=name)
+            out[name].append(_number(r[name], path, name, r["_line"]))
+    return out
+
+
+def grpo_curves(path: str | os.PathLike) -> dict:
+    """One GRPO stage's metrics per optimiser step: rewards (those of the round's rollouts, the same for
+    every step of a round), mean response length (tokens), loss, KL and the share of clipped tokens."""
+    rows = read_jsonl(path)
+    if not rows:
+        raise InputError(path, "no steps logged")
+    out = {"step": list(range(len(rows))), **_series(rows, GRPO_SERIES, path)}
+    out["rounds"] = len({r.get("round") for r in rows})
+    out["stage"] = str(rows[0].get("stage", "?"))
+    return out
+
+
+def dpo_curves(metrics_path: str | os.PathLike, heldout_path: str | os.PathLike) -> dict:
+    """One DPO stage's loss, mean margin and share of positive margins per step, and its held-out pairs
+    before and after; no steps when the stage was skipped (too few pairs)."""
+    rows = read_jsonl(metrics_path)
+    out = _series(rows, ("step", *DPO_SERIES), metrics_path)
+    heldout = read_json(heldout_path)
+    n = int(_number(_field(heldout, "pairs", heldout_path), heldout_path, "pairs"))
+    out["heldout"] = {"pairs": n}
+    if n:
+        for when, keys in (("before", ("chosen_preferred", "logp_gap_per_token")),
+                           ("after", ("chosen_preferred", "logp_gap_per_token", "margin", "positive_margin_share"))):
+            out["heldout"][when] = {k: _number(_field(heldout, f"{when}.{k}", heldout_path), heldout_path,
+                                               f"{when}.{k}") for k in keys}
+    return out
+
+
+def verifier_table(paths: dict[str, str]) -> dict[int, dict]:
+    """Per iteration: rollouts judged, the percentage of them failing each check (VERDICT_REASONS),
+    the percentage clean, and the judge's inconsistency rate (%)."""
+    out = {}
+    for k, path in sorted(paths.items(), key=lambda kv: int(kv[0])):
+        stats = read_json(path)
+        n = _number(_field(stats, "rollouts", path), path, "rollouts")
+        if n <= 0:
+            raise InputError(path, "no rollouts judged", field="rollouts")
+        reasons = {label: 100.0 * _number(_field(stats, f"checks.{check}.{key}", path), path,
+                                          f"checks.{check}.{key}") / n
+                   for label, check, key in VERDICT_REASONS}
+        out[int(k)] = {"rollouts": int(n), "reasons": reasons,
+                       "clean": 100.0 * _number(_field(stats, "clean", path), path, "clean") / n,
+                       "inconsistency": 100.0 * _number(_field(stats, "inconsistency_rate", path), path,
+                                                        "inconsistency_rate")}
+    return out
+
+
+def pair_table(paths: dict[str, str]) -> dict[int, dict]:
+    """Per iteration: DPO pairs by kind, and the queries that had rollouts, a chosen candidate, pairs."""
+    out = {}
+    for k, path in sorted(paths.items(), key=lambda kv: int(kv[0])):
+        stats = read_json(path)
+        by_kind = _field(stats, "by_kind", path)
+        row = {"by_kind": {kind: int(_number(by_kind.get(kind, 0), path, f"by_kind.{kind}")) for kind in PAIR_KINDS}}
+        for key in ("pairs", "queries", "queries_with_pairs"):
+            row[key] = int(_number(_field(stats, key, path), path, key))
+        chosen = stats.get("queries_with_chosen")
+        row["queries_with_chosen"] = None if chosen is None else int(_number(chosen, path, "queries_with_chosen"))
+        if sum(row["by_kind"].values()) != row["pairs"]:
+            raise InputError(path, f"by_kind sums to {sum(row['by_kind'].values())}, not to pairs "
+                                   f"{row['pairs']}", field="by_kind")
+        out[int(k)] = row
+    return out
+
+
+def score_table(rows: list[dict]) -> list[dict]:
+    """One benchmark's scores along the chain: per stage (``rows`` of the manifest: label, kind, path)
+    the overall score, VSI-Bench's official overall when present, the categories and the inconsistency
+    rate of the answers (all in %)."""
+    out = []
+    for row in rows:
+        path = row["path"]
+        score = read_json(path)
+        categories = _field(score, "categories", path)
+        if not isinstance(categories, dict):
+            raise InputError(path, "expected an object", field="categories")
+        official = score.get("official_overall")
+        out.append({
+            "label": row["label"], "kind": row["kind"],
+            "n": int(_number(_field(score, "n", path), path, "n")),
+            "overall": _number(_field(score, "overall", path), path, "overall"),
+            "official_overall": None if official is None else _number(official, path, "official_overall"),
+            "categories": {c: _number(v, path, f"categories.{c}") for c, v in categories.items()},
+            "inconsistency": _number(_field(score, "inconsistency.rate", path), path, "inconsistency.rate"),
+        })
+    return out
+
+
+def wall_times(benchmarks_dir: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """{rule: {job: seconds}} from Snakemake's benchmark files (logs/benchmarks/<rule>/<job>.tsv);
+    a file with several rows (benchmark repeats) counts their mean ``s``."""
+    root = Path(benchmarks_dir)
+    if not root.is_dir():
+        raise InputError(root, "no such folder of benchmark files")
+    out: dict[str, dict[str, float]] = {}
+    for tsv in sorted(root.glob("*/*.tsv")):
+        with open(tsv, newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        if not rows:
+            raise InputError(tsv, "no benchmark rows")
+        seconds = []
+        for line, r in enumerate(rows, 2):
+            if "s" not in r:
+                raise InputError(tsv, "missing required column", line=1, field="s")
+            try:
+                seconds.append(_number(float(r["s"]), tsv, "s", line))
+            except (TypeError, ValueError):
+                raise InputError(tsv, f"expected a number of seconds, got {r['s']!r}", line=line, field="s") from None
+        out.setdefault(tsv.parent.name, {})[tsv.stem] = sum(seconds) / len(seconds)
+    if not out:
+        raise InputError(root, "no benchmark files (<rule>/<job>.tsv)")
+    return out
+
+
+def collect(manifest: dict, benchmarks_dir: str | os.PathLike) -> dict:
+    """Every table of the report, from the manifest of veripo.report.plan."""
+    return {
+        "grpo": {int(k): grpo_curves(p) for k, p in manifest["grpo"].items()},
+        "dpo": {int(k): dpo_curves(d["metrics"], d["heldout"]) for k, d in manifest["dpo"].items()},
+        "verifier": verifier_table(manifest["verifier"]),
+        "pairs": pair_table(manifest["pairs"]),
+        "scores": {bench: score_table(rows) for bench, rows in manifest["scores"].items()},
+        "wall_time": wall_times(benchmarks_dir),
+    }
