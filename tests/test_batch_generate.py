@@ -77,3 +77,35 @@ def test_batched_sampling_never_emits_vision_tokens(tiny_policy, mixed_records, 
                                  pad_id=processor.tokenizer.pad_token_id)
     assert ro.tokens.shape[0] == 3
     assert not torch.isin(ro.tokens, torch.tensor(policy.suppressed_token_ids(model))).any()
+
+
+def test_batched_completion_logprobs_equal_one_by_one_with_their_gradients(tiny_policy, mixed_records, templates,
+                                                                           media):
+    """The warm-up's batched teacher forcing: each row's log-probs and the gradient of their sum equal
+    those of its prompt alone, with prompts and completions of different lengths and the vision tower
+    trained."""
+    model, processor = tiny_policy
+    pad = processor.tokenizer.pad_token_id
+    for p in model.parameters():
+        p.requires_grad_(True)
+    prompts = [policy.encode_query(processor, r, templates, media, None) for r in mixed_records]
+    texts = ["<think> the square moves left </think><answer> $A$ </answer>", "<think> red </think><answer> $B$ </answer>",
+             "<think> two squares </think><answer> $2$ </answer>", "<think> 3 + 4 = 7 </think><answer> $7$ </answer>",
+             "<think> one </think><answer> $1$ </answer>"]
+    comps = [policy.encode_completion(processor, t) for t in texts[: len(prompts)]]
+    assert len({p.length for p in prompts}) >= 3 and len({len(c) for c in comps}) >= 3
+    model.zero_grad()
+    lp, mask = batch_generate.completion_logprobs(model, prompts, comps, pad)
+    (lp * mask).sum().backward()
+    batched_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    total = 0.0
+    for row, (prompt, comp) in enumerate(zip(prompts, comps)):
+        single = policy.completion_logprobs(model, prompt, comp.view(1, -1), torch.ones(1, len(comp), dtype=torch.long))
+        assert mask[row].sum() == len(comp) and not mask[row, len(comp):].any()
+        assert (single[0] - lp[row, : len(comp)]).abs().max() < 1e-4, row
+        total = total + single.sum()
+    total.backward()
+    assert any("visual" in n for n in batched_grads)  # the vision tower is in the batched graph
+    for n, p in model.named_parameters():
+        assert torch.allclose(batched_grads[n], p.grad, atol=1e-4, rtol=1e-3), n

@@ -1,4 +1,5 @@
-"""Batched generation: several prompts (each with its own video or image) in one forward per step.
+"""Batched forwards: several prompts (each with its own video or image) in one forward per step, for
+generation and for the teacher-forced log-probs of one given completion per prompt.
 
 Prompts are left-padded so every row's next token sits in the last column. Each prompt's vision
 features go through ``policy.prompt_embeds`` (vision once per prompt); the M-RoPE positions come
@@ -92,3 +93,24 @@ def generate(model, prompts: list[EncodedPrompt], max_new_tokens: int, temperatu
                              history=_penalty_history(prompts, ids))
     return policy.decode_steps(model, prefill, max_new_tokens, temperature, top_p, repetition_penalty, generator,
                                eos_ids, pad_id)
+
+
+def completion_logprobs(model, prompts: list[EncodedPrompt], completions: list[torch.Tensor],
+                        pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) log-probs of each prompt's own completion (1-D token ids) and their (B, T) mask, all
+    rows in one forward: prompts left-padded as in ``generate``, completions right-padded after them,
+    each continuing at its prompt's own text position. Row b equals ``policy.completion_logprobs`` of
+    prompt b alone up to float noise (tests/test_batch_generate.py)."""
+    device = policy.model_device(model)
+    prompts = [_on_device(p, device) for p in prompts]
+    ids, types, attn = left_pad(prompts, pad_id)
+    pos, delta = batch_positions(model, prompts, ids, types, attn)
+    toks, mask = (t.to(device) for t in policy.pad_completions(completions, pad_id))
+    T = toks.shape[1]
+    start = torch.tensor([p.length for p in prompts], device=device) + delta.to(device)  # (B,)
+    cont = (start.view(-1, 1) + torch.arange(T, device=device)).unsqueeze(0).expand(3, -1, -1)  # (3, B, T)
+    emb = torch.cat([_padded_embeds(model, prompts, ids), model.model.get_input_embeddings()(toks)], 1)
+    logits = model(inputs_embeds=emb, position_ids=torch.cat([pos, cont], 2),
+                   attention_mask=torch.cat([attn, mask.long()], 1), use_cache=False,
+                   logits_to_keep=T + 1).logits[:, :-1]
+    return policy.token_logprobs(logits, toks), mask

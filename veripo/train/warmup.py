@@ -14,7 +14,7 @@ import torch
 
 from veripo.data import queries, synthetic
 from veripo.jsonio import write_jsonl
-from veripo.model import policy
+from veripo.model import batch_generate, policy
 from veripo.stage_config import PromptSetup, WarmupConfig, WarmupJob, write_settings
 from veripo.train.checkpoints import save_model
 
@@ -36,24 +36,23 @@ def train_warmup(model, processor, records: list[dict], cfg: WarmupConfig, promp
     for step in range(cfg.steps):
         batch = [records[rng.randrange(len(records))] for _ in range(cfg.batch_size)]
         opt.zero_grad(set_to_none=True)
-        total = 0.0
         for rec in batch:
             if rec["id"] not in encoded:
                 encoded[rec["id"]] = policy.encode_query(processor, rec, prompts.templates, prompts.media, None,
                                                          source=rec.get("_source"))
-            text = synthetic.reasoning_trace(rec, trace_kind(rng, cfg.trace_mix), rng)
-            toks, mask = policy.pad_completions([policy.encode_completion(processor, text)],
-                                                processor.tokenizer.pad_token_id)
-            lp = policy.completion_logprobs(model, encoded[rec["id"]], toks, mask)
-            loss = -(lp * mask).sum() / mask.sum()
-            (loss / cfg.batch_size).backward()
-            total += float(loss)
+        texts = [synthetic.reasoning_trace(rec, trace_kind(rng, cfg.trace_mix), rng) for rec in batch]
+        # The whole batch in one forward: at tiny size a step is mostly per-forward overhead.
+        lp, mask = batch_generate.completion_logprobs(
+            model, [encoded[rec["id"]] for rec in batch], [policy.encode_completion(processor, t) for t in texts],
+            processor.tokenizer.pad_token_id)
+        loss = (-(lp * mask).sum(1) / mask.sum(1)).mean()  # mean over traces of each trace's mean NLL
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        metrics.append({"step": step, "loss": total / cfg.batch_size})
+        metrics.append({"step": step, "loss": float(loss)})
         if bar:
             bar.update(1)
-            bar.set_postfix(loss=f"{total / cfg.batch_size:.3f}")
+            bar.set_postfix(loss=f"{float(loss):.3f}")
     if bar:
         bar.close()
     return metrics
