@@ -36,6 +36,8 @@ DEPLOYMENT = str(getattr(workflow.deployment_settings, "deployment_method", ""))
 PYTHON = "python" if "conda" in DEPLOYMENT else sys.executable
 TINY = config["base_model"] == "tiny"
 BENCHMARKS = list(config["eval"]["benchmarks"])
+# eval_score asks the judge for the inconsistency rate: an hf judge needs the torch env.
+JUDGE_NEEDS_TORCH = config["verifier"]["judge"]["backend"] == "hf"
 SYN = config["data"]["synthetic"]
 SYN_BENCHMARKS = {
     name: f"data/bench/{name}.json"

@@ -46,7 +46,7 @@ rule eval_score:
     benchmark:
         "logs/benchmarks/eval_score/{ckpt}_{evaldir}_{bench}.tsv"
     conda:
-        conda_env("eval_score", "cpu")
+        conda_env("eval_score", "train" if JUDGE_NEEDS_TORCH else "cpu")
     resources:
         **rule_resources("eval_score"),
     params:
