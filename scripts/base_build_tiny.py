@@ -4,7 +4,7 @@ import json
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, setup_logging
+from veripo.cli import JSON, main_guard, setup_logging, summary
 
 
 @click.command()
@@ -22,6 +22,7 @@ def main(spec, prompts, out, info):
         result = build_tiny_qwen25vl(str(tmp), spec, prompts.values())
     write_json(info, {"kind": "tiny", "path": out, "spec": spec, **result})
     click.echo(json.dumps(result), err=True)
+    summary(out, f"tiny Qwen2.5-VL, {result['params']:,} parameters")
 
 
 if __name__ == "__main__":

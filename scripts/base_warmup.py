@@ -2,7 +2,7 @@
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, progress, setup_logging
+from veripo.cli import JSON, main_guard, progress, setup_logging, summary
 
 
 @click.command()
@@ -22,8 +22,8 @@ def main(model_path, data, cfg, out, metrics, out_settings):
     job = WarmupJob.from_config(cfg)
     outputs = warmup.WarmupOutputs(out, metrics, out_settings or settings_path(out, "warmup_settings.json"))
     rows = warmup.run_job(model_path, data, job, outputs, progress=progress)
-    click.echo(f"{len(rows)} warm-up steps, final loss {rows[-1]['loss']:.3f}" if rows else "no warm-up steps",
-               err=True)
+    summary(out, f"{len(rows)} warm-up steps, loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}" if rows
+            else "no warm-up steps")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import os
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, setup_logging
+from veripo.cli import JSON, main_guard, setup_logging, summary
 
 
 @click.command()
@@ -24,7 +24,7 @@ def main(data, rollouts, cfg, out):
     unique_index(rows, "rollout_id", rollouts)
     kept, dropped = next_queries(records, rows, cfg["discard_fraction"], cfg["seed"], os.path.dirname(out) or ".")
     write_jsonl(out, kept)
-    click.echo(f"kept {len(kept)} of {len(records)} queries; dropped {len(dropped)} simple: {dropped}", err=True)
+    summary(out, f"kept {len(kept)} of {len(records)} queries; dropped {len(dropped)} simple: {dropped}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import os
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, setup_logging
+from veripo.cli import JSON, main_guard, setup_logging, summary
 
 
 def _benchmark_paths(ctx, param, items) -> dict[str, str]:
@@ -42,6 +42,9 @@ def main(spec, warmup_out, train_video, train_activation, benchmarks):
     write_jsonl(train_activation, data.train_activation)
     for name, path in benchmarks.items():
         write_json(path, data.benchmarks[name])
+    summary(os.path.dirname(train_video) or ".", f"{len(data.warmup)} warm-up, {len(data.train_video)} video and "
+            f"{len(data.train_activation)} activation training queries; "
+            + ", ".join(f"{name} {len(data.benchmarks[name])}" for name in benchmarks) + " benchmark questions")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, setup_logging
+from veripo.cli import JSON, main_guard, setup_logging, summary
 
 
 @click.command()
@@ -22,8 +22,8 @@ def main(rollouts, verdicts, model_path, cfg, out, stats_out, out_settings):
 
     outputs = pairs_job.PairOutputs(out, stats_out, out_settings or settings_path(out, "pairs_settings.json"))
     stats = pairs_job.build_pairs_job(rollouts, verdicts, model_path, PairsConfig.from_config(cfg), outputs)
-    click.echo(f"{stats['pairs']} pairs from {stats['queries']} queries ({stats['queries_with_chosen']} with a "
-               f"chosen rollout): {stats['by_kind']}; dropped {stats['dropped']}", err=True)
+    summary(out, f"{stats['pairs']} pairs from {stats['queries']} queries ({stats['queries_with_chosen']} with a "
+                 f"chosen rollout): {stats['by_kind']}; dropped {stats['dropped']}")
 
 
 if __name__ == "__main__":

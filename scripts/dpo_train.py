@@ -4,7 +4,7 @@ Runs as one process, or as every rank of a torchrun job (see veripo/train/launch
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, progress, setup_logging
+from veripo.cli import JSON, main_guard, progress, setup_logging, summary
 
 
 @click.command()
@@ -24,11 +24,8 @@ def main(model_path, pairs_path, cfg, out_model, out_metrics, out_heldout, out_s
 
     job = DPOJob.from_config(cfg)
     out = dpo.DPOOutputs(out_model, out_metrics, out_heldout, out_settings or settings_path(out_model))
-    report = dpo.run_job(model_path, pairs_path, job, out, checkpoint_dir, progress=progress)
-    if report["pairs"]:
-        b, a = report["before"], report["after"]
-        click.echo(f"held-out pairs: chosen preferred {b['chosen_preferred']} -> {a['chosen_preferred']}, "
-                   f"margin {a['margin']}", err=True)
+    report, metrics = dpo.run_job(model_path, pairs_path, job, out, checkpoint_dir, progress=progress)
+    summary(out_model, dpo.summary_line(report, metrics))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, progress, set_threads, setup_logging
+from veripo.cli import JSON, main_guard, progress, set_threads, setup_logging, summary
 
 
 @click.command()
@@ -23,8 +23,8 @@ def main(model_path, benchmark, questions, video_root, cfg, out, run_info):
 
     info = run_generation(model_path, benchmark, questions, video_root, EvalJob.from_config(cfg), out, run_info,
                           progress=progress)
-    click.echo(f"{benchmark}: {info['n_answered']} of {info['n_questions']} questions answered with "
-               f"{info['generation']['backend']}, {info['skipped']} skipped", err=True)
+    summary(out, f"{info['n_answered']} of {info['n_questions']} {benchmark} questions answered with "
+                 f"{info['generation']['backend']}, {info['skipped']} skipped")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, setup_logging
+from veripo.cli import JSON, main_guard, setup_logging, summary
 
 
 @click.command()
@@ -22,8 +22,8 @@ def main(benchmark, predictions, run_info, questions, model_path, cfg, out):
     result = score_report(benchmark, predictions, questions, read_json(run_info), model_path,
                           cfg["verifier"]["judge"])
     write_json(out, result)
-    click.echo(f"{benchmark}: overall {result['overall']:.2f} (n={result['n']}, skipped {result['skipped']}), "
-               f"inconsistency {result['inconsistency']['rate']:.2f}%", err=True)
+    summary(out, f"{benchmark} overall {result['overall']:.2f} (n={result['n']}, skipped {result['skipped']}), "
+                 f"inconsistency {result['inconsistency']['rate']:.2f}%")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Runs as one process, or as every rank of a torchrun job (see veripo/train/launch
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, progress, setup_logging
+from veripo.cli import JSON, main_guard, progress, setup_logging, summary
 
 
 @click.command()
@@ -26,7 +26,8 @@ def main(model_path, data, cfg, iteration, stage, out_model, out_rollouts, out_m
 
     job = GRPOJob.from_config(cfg)
     out = grpo.GRPOOutputs(out_model, out_rollouts, out_metrics, out_settings or settings_path(out_model))
-    grpo.run_job(model_path, data, job, stage, iteration, out, checkpoint_dir, progress=progress)
+    metrics = grpo.run_job(model_path, data, job, stage, iteration, out, checkpoint_dir, progress=progress)
+    summary(out_model, grpo.summary_line(metrics))
 
 
 if __name__ == "__main__":

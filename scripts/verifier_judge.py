@@ -2,7 +2,7 @@
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, progress, setup_logging
+from veripo.cli import JSON, main_guard, progress, setup_logging, summary
 
 
 @click.command()
@@ -20,8 +20,8 @@ def main(rollouts, model_path, cfg, out, stats_out, out_settings):
 
     outputs = verifier.VerifierOutputs(out, stats_out, out_settings or settings_path(out))
     stats = verifier.run_job(rollouts, model_path, VerifierConfig.from_config(cfg), outputs, progress=progress)
-    click.echo(f"{stats['rollouts']} rollouts, {stats['clean']} clean, judge {stats['checks']['consistency']}, "
-               f"inconsistency rate {100 * stats['inconsistency_rate']:.1f}%", err=True)
+    summary(out, f"{stats['rollouts']} rollouts, {stats['clean']} clean, judge {stats['checks']['consistency']}, "
+                 f"inconsistency rate {100 * stats['inconsistency_rate']:.1f}%")
 
 
 if __name__ == "__main__":

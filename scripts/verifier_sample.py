@@ -2,7 +2,7 @@
 import _bootstrap  # noqa: F401
 import click
 
-from veripo.cli import JSON, main_guard, progress, setup_logging
+from veripo.cli import JSON, main_guard, progress, setup_logging, summary
 
 
 @click.command()
@@ -24,8 +24,8 @@ def main(model_path, data, cfg, iteration, out, out_settings):
     rows = verifier.run_sample_job(model_path, data, job, iteration, out,
                                    out_settings or settings_path(out, "sample_settings.json"), progress)
     acc = sum(x["reward_accuracy"] for x in rows) / max(1, len(rows))
-    click.echo(f"{len(rows)} fresh rollouts of {len({x['query_id'] for x in rows})} queries, "
-               f"mean accuracy reward {acc:.3f}", err=True)
+    summary(out, f"{len(rows)} fresh rollouts of {len({x['query_id'] for x in rows})} queries, "
+                 f"mean accuracy reward {acc:.3f}")
 
 
 if __name__ == "__main__":

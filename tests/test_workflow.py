@@ -158,6 +158,31 @@ def test_default_chain_runs_and_every_artifact_has_its_schema(tmp_path, finished
         assert list((w / "logs/benchmarks" / rule).glob("*.tsv")), rule
         assert list((w / "logs" / rule).glob("*.log")), rule
     assert not list(w.glob("checkpoints/*/*/step-*"))  # step checkpoints are cleared once a job is done
+    # What a person reads: one summary line per job in Snakemake's own output, named by the job's
+    # artifact and quoting the artifact's numbers, and a finished progress bar in each long job's log.
+    shown = (w / "snakemake.out").read_text().splitlines()
+
+    def summary(artifact: str) -> str:
+        lines = [line for line in shown if line.startswith(f"{artifact}: ")]
+        assert len(lines) == 1, (artifact, lines)
+        return lines[0]
+
+    grpo1 = jsonl(w / "iter1/grpo/metrics.jsonl")
+    acc = [m["reward/accuracy"] for m in grpo1]
+    assert f"reward/accuracy {acc[0]:.3f} -> {acc[-1]:.3f} (mean {sum(acc) / len(acc):.3f})" in summary("iter1/grpo/model")
+    assert f"{len(grpo1)} steps" in summary("iter1/grpo/model")
+    dpo1 = jsonl(w / "iter1/dpo/metrics.jsonl")
+    assert f"loss {dpo1[0]['loss']:.3f} -> {dpo1[-1]['loss']:.3f}" in summary("iter1/dpo/model")
+    stats1 = json.loads((w / "iter1/dpo/pair_stats.json").read_text())
+    assert summary("iter1/dpo/pairs.jsonl").startswith(f"iter1/dpo/pairs.jsonl: {stats1['pairs']} pairs")
+    assert f"vsi_bench overall {score['overall']:.2f}" in summary("iter2/eval/vsi_bench.json")
+    assert "inconsistency rate" in summary("iter2/verifier/verdicts.jsonl")
+    assert "warm-up steps" in summary("base/model") and "kept" in summary("iter1/data/train_video.jsonl")
+    for log, bar in [("base_warmup/base_warmup.log", "warmup"), ("grpo_train/iter1.log", "grpo video"),
+                     ("grpo_train/iter0.log", "grpo activation"), ("dpo_train/iter1.log", "dpo"),
+                     ("verifier_judge/iter1.log", "verify"), ("eval_generate/iter2_eval_vsi_bench.log", "eval")]:
+        text = (w / "logs" / log).read_text()
+        assert any(line.lstrip("\r").startswith(f"{bar}: 100%") for line in text.replace("\r", "\n").splitlines()), log
     # nothing left to do on a rerun
     again = snakemake(w, cfg, "-n", "iter2/eval/vsi_bench.json")
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 
 import click
@@ -43,6 +44,16 @@ def progress(*args, **kwargs):
     return tqdm(*args, **kwargs)
 
 
+def summary(artifact: str, text: str) -> None:
+    """The job's one-line result, named by its main artifact: on stdout, which Snakemake's own output
+    shows under the job (the job's stderr goes to its log), and in the log. Rank 0 only."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return
+    line = f"{artifact}: {text}"
+    click.echo(line)
+    click.echo(line, err=True)
+
+
 def main_guard(fn):
     """Bad input, a bad config value or a judge that cannot run exits with status 2 and a one-line
     message (file/line/field, config key, or the judge's complaint) instead of a traceback."""
@@ -60,8 +71,6 @@ def main_guard(fn):
 
 
 def set_threads() -> None:
-    import os
-
     import torch
 
     n = int(os.environ.get("VERIPO_THREADS", "0") or 0)

@@ -212,11 +212,11 @@ class DPOOutputs:
 
 
 def run_job(model_path: str, pairs_path: str, job: DPOJob, out: DPOOutputs, checkpoint_dir: str,
-            progress=None) -> dict:
+            progress=None) -> tuple[dict, list[dict]]:
     """The dpo_train job, as one process or as every rank of a torchrun job (rank 0 writes): DPO from
     ``model_path`` on the pairs at ``pairs_path``, resuming from ``checkpoint_dir`` when a step
     checkpoint of this very run is there. No pairs: the entering model is saved unchanged. Returns
-    the held-out report."""
+    the held-out report and the per-step metrics."""
     d = distributed.init(job.train.engine)
     distributed.announce(d)
     torch.manual_seed(job.dpo.seed)
@@ -242,6 +242,19 @@ def run_job(model_path: str, pairs_path: str, job: DPOJob, out: DPOOutputs, chec
         write_json(out.heldout, report)
         write_settings(out.settings, job, inputs, world_size=d.world)
         ckpt.clear()
-    return report
+    return report, metrics
+
+
+def summary_line(report: dict, metrics: list[dict]) -> str:
+    """The job's result in one line: steps, loss and margin over training, the held-out pairs."""
+    if not metrics:
+        return "no pairs: the GRPO model, unchanged"
+    pairs = sum(m["pairs"] for m in metrics)
+    line = (f"{len(metrics)} steps on {pairs} pairs, loss {metrics[0]['loss']:.3f} -> {metrics[-1]['loss']:.3f}, "
+            f"margin {metrics[-1]['margin']:+.2f}")
+    if report["pairs"]:
+        line += (f"; {report['pairs']} held-out pairs: chosen preferred {report['before']['chosen_preferred']:.0%} -> "
+                 f"{report['after']['chosen_preferred']:.0%}, margin {report['after']['margin']:+.2f}")
+    return line
 
 

@@ -319,3 +319,16 @@ def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration
         write_settings(out.settings, job, inputs, **context)
         ckpt.clear()
     return metrics
+
+
+def summary_line(metrics: list[dict]) -> str:
+    """The job's result in one line: rewards and response length, first step -> last and the mean."""
+    if not metrics:
+        return "no steps"
+
+    def over_steps(key: str, fmt: str) -> str:
+        values = [m[key] for m in metrics]
+        return f"{key} {values[0]:{fmt}} -> {values[-1]:{fmt}} (mean {sum(values) / len(values):{fmt}})"
+
+    return (f"{len(metrics)} steps, " + ", ".join(over_steps(k, f) for k, f in
+            (("reward/accuracy", ".3f"), ("reward/format", ".3f"), ("response_length", ".1f"))))

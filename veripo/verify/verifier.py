@@ -99,6 +99,7 @@ def judge_question(record: dict) -> str:
 
 def verify_all(rollouts: list[dict], tokenizer, cfg: VerifierConfig, judge: Judge, progress=None) -> list[dict]:
     """Verdicts of all rollouts; the judge sees them all at once so an LLM judge can batch."""
+    judge.progress = progress
     judged = judge([r["completion"] for r in rollouts], [judge_question(r["query"]) for r in rollouts],
                    [r["query"]["answer_type"] for r in rollouts])
     rows = zip(rollouts, judged)

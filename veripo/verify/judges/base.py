@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 class Judge:
     name = "judge"
+    # A tqdm-like factory (veripo.cli.progress) for a bar over the replies of an LLM judge; None: log lines.
+    progress = None
 
     def judge(self, texts: list[str], questions: list[str] | None = None,
               answer_types: list[str] | None = None) -> list[dict]:
@@ -54,6 +56,7 @@ class LLMJudge(Judge):
         self.template = spec["prompt"]
         self.batch_size = int(spec["batch_size"])
         self.yes_is = spec.get("yes_is")
+        self._bar = None
 
     def complete(self, prompts: list[str]) -> list[str]:
         raise NotImplementedError
@@ -71,16 +74,24 @@ class LLMJudge(Judge):
                 continue
             asked.append(i)
             prompts.append(render_prompt(self.template, question or "", reasoning, answer))
-        replies = self.complete(prompts) if prompts else []
+        self._bar = self.progress(total=len(prompts), desc=f"judge {self.name}") if self.progress and prompts else None
+        try:
+            replies = self.complete(prompts) if prompts else []
+        finally:
+            if self._bar is not None:
+                self._bar.close()
         if len(replies) != len(prompts):
             raise JudgeError(f"judge {self.name} returned {len(replies)} replies for {len(prompts)} prompts")
         for i, reply in zip(asked, replies):
             out[i] = {"verdict": parse_reply(reply, self.yes_is), "judge": self.name, "raw": reply}
         return out
 
-
-def report(name: str, done: int, total: int) -> None:
-    log.info("judge %s: %d/%d replies", name, done, total)
+    def report(self, done: int, total: int) -> None:
+        """``done`` of ``total`` replies are in: the bar moves, or a log line without one."""
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+        else:
+            log.info("judge %s: %d/%d replies", self.name, done, total)
 
 
 def chat_text(tokenizer, prompt: str) -> str:

@@ -6,7 +6,7 @@ keeps padding small; replies come back in the caller's order. GPU when one is vi
 """
 from __future__ import annotations
 
-from veripo.verify.judges.base import JudgeError, LLMJudge, chat_text, report
+from veripo.verify.judges.base import JudgeError, LLMJudge, chat_text
 
 
 class HFJudge(LLMJudge):
@@ -52,5 +52,5 @@ class HFJudge(LLMJudge):
             new = out[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
             for i, row in zip(idx, new):
                 replies[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
-            report(self.name, min(start + self.batch_size, len(order)), len(order))
+            self.report(min(start + self.batch_size, len(order)), len(order))
         return replies

@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from veripo.verify.judges.base import JudgeError, LLMJudge, report
+from veripo.verify.judges.base import JudgeError, LLMJudge
 
 # A verdict reply is a few hundred bytes, a thinking judge's a few tens of KiB; a body past 1 MiB is not an
 # answer to our prompt (a wrong server, an error page, an endless stream), and reading it whole would hold
@@ -202,5 +202,5 @@ class HTTPJudge(LLMJudge):
         with ThreadPoolExecutor(max_workers=max(1, self.batch_size)) as pool:
             for start in range(0, len(prompts), self.batch_size):
                 replies += list(pool.map(self.ask, prompts[start:start + self.batch_size]))
-                report(self.name, len(replies), len(prompts))
+                self.report(len(replies), len(prompts))
         return [r.strip() for r in replies]

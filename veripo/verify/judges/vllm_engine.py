@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 
-from veripo.verify.judges.base import JudgeError, LLMJudge, chat_text, report
+from veripo.verify.judges.base import JudgeError, LLMJudge, chat_text
 
 
 def checkpoint_dtype(path: str) -> str | None:
@@ -48,5 +48,5 @@ class VLLMJudge(LLMJudge):
         for start in range(0, len(texts), self.batch_size):
             outputs = self.llm.generate(texts[start:start + self.batch_size], self.params, use_tqdm=False)
             replies += [o.outputs[0].text.strip() for o in outputs]
-            report(self.name, len(replies), len(texts))
+            self.report(len(replies), len(texts))
         return replies
