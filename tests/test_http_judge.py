@@ -289,3 +289,20 @@ def test_a_cli_prints_a_judge_error_as_one_line_and_exits_2():
     assert result.exit_code == 2, result.output
     assert result.output == (f"error: judge endpoint {url}/v1/chat/completions answered HTTP 404: "
                              '{"error": "scripted"}\n')
+
+
+def test_judging_draws_a_bar_over_the_replies_asked_for():
+    import io
+    from functools import partial
+
+    from veripo.cli import progress
+
+    log = io.StringIO()
+    texts = [TEXT] * 5 + ["no think, no answer tags"]
+    with server(replying(*["CONSISTENT"] * 5)) as (url, requests):
+        judge = make_judge(spec(url, batch_size=2))
+        judge.progress = partial(progress, file=log, mininterval=0)
+        judge(texts)
+    assert len(requests) == 5
+    shown = log.getvalue().replace("\r", "\n")
+    assert "judge " in shown and "5/5" in shown and "6/" not in shown  # the untagged text is not asked
