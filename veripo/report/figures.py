@@ -11,6 +11,7 @@ from typing import Callable
 
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from veripo.jsonio import atomic_path
 from veripo.report.collect import PAIR_KINDS, VERDICT_REASONS
@@ -43,6 +44,7 @@ def _smoothed(values: list[float]) -> list[float]:
 
 def _curve(ax, steps: list, values: list[float], colour: str, label: str | None = None) -> None:
     """The raw per-step values, thin, under their trailing mean; a lone point as a marker."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
     if len(values) > 1 and len(values) // 10 > 1:
         ax.plot(steps, values, color=colour, alpha=0.3, linewidth=1)
         ax.plot(steps, _smoothed(values), color=colour, linewidth=2, label=label)
@@ -86,8 +88,10 @@ def grpo_figure(k: int, curves: dict) -> Figure:
     else:
         # Without a reference (grpo.kl_coef 0) the KL is 0 throughout: the clipping says more.
         _curve(ax, steps, curves["clip_frac"], "tab:brown")
+        top = max(max(curves["clip_frac"]) * 1.15, 0.01)
+        ax.set_ylim(-0.03 * top, top)  # a line at 0 stays visible above the axis
         ax.set_ylabel("share of tokens")
-        ax.set_title("tokens clipped by the PPO ratio (KL: 0 at every step)")
+        ax.set_title("tokens clipped (KL: 0 at every step)")
     for ax in axes.flat:
         ax.set_xlabel("optimiser step")
     fig.suptitle(f"GRPO, iteration {k} ({curves['stage']}): {len(steps)} steps in {curves['rounds']} rounds")
