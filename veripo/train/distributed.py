@@ -36,6 +36,10 @@ def init(engine: str) -> Dist:
                                   LOCAL_RANK="0", WORLD_SIZE="1")
             import deepspeed
 
+            if not torch.cuda.is_available():
+                # DeepSpeed's CPU backend would compile its shared-memory all-reduce op (g++, tens of
+                # seconds on a machine's first job) for inference_all_reduce, which training never calls.
+                deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
             deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
                                        verbose=False)
     return Dist(rank, world, local)
