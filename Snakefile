@@ -29,3 +29,7 @@ rule all:
     default_target: True
     input:
         get_final_output(),
+
+
+onsuccess:
+    print(run_summary(workflow.basedir))

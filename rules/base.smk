@@ -37,7 +37,7 @@ if TINY:
             "logs/benchmarks/base_warmup/base_warmup.tsv"
         conda:
             "../envs/train.yaml"
-        threads: 2
+        threads: rule_threads("base_warmup")
         resources:
             **rule_resources("base_warmup"),
         params:

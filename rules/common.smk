@@ -58,9 +58,31 @@ wildcard_constraints:
 
 
 def get_final_output():
-    return expand(
-        "iter{iter}/eval/{bench}.json", iter=config["iterations"], bench=BENCHMARKS
+    """The default target: the last iteration scored on the benchmarks the report plots,
+    and the report's figures."""
+    return [
+        *expand(
+            "iter{iter}/eval/{bench}.json",
+            iter=config["iterations"],
+            bench=config["report"]["benchmarks"],
+        ),
+        *rules.report_figures.output,
+    ]
+
+
+def run_summary(basedir):
+    """Where a finished run's results are, and how to make its report (onsuccess)."""
+    here = os.getcwd()
+    scores = [p for p in get_final_output() if p.endswith(".json") and os.path.exists(p)]
+    lines = ["", f"Run directory: {here}"]
+    lines += [f"  scores:  {os.path.join(here, p)}" for p in scores]
+    if os.path.isdir("figures"):
+        lines.append(f"  figures: {os.path.join(here, 'figures')}")
+    lines.append(
+        "  report:  snakemake --report report.html  "
+        f"(then open {os.path.join(here, 'report.html')})"
     )
+    return "\n".join(lines)
 
 
 def uses_vllm(rule):
@@ -151,6 +173,13 @@ def rule_resources(name):
         if r[key]:
             out[plugin_key] = r[key]
     return out
+
+
+def rule_threads(name):
+    """Threads of each process of the rule ``name`` (Snakemake exports them as
+    OMP_NUM_THREADS): its cpus_per_task shared by its procs_per_node processes."""
+    r = rule_settings(config, name)
+    return max(1, r["cpus_per_task"] // r["procs_per_node"])
 
 
 def training_resources(name):

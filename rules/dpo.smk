@@ -73,7 +73,7 @@ rule dpo_train:
         "logs/benchmarks/dpo_train/iter{iter}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: rule_threads("dpo_train")
     resources:
         **training_resources("dpo_train"),
     params:

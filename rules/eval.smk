@@ -18,7 +18,7 @@ rule eval_generate:
         "logs/benchmarks/eval_generate/{ckpt}_{evaldir}_{bench}.tsv"
     conda:
         conda_env("eval_generate", "eval")
-    threads: 2
+    threads: rule_threads("eval_generate")
     resources:
         **rule_resources("eval_generate"),
     params:

@@ -17,7 +17,7 @@ rule grpo_train:
         "logs/benchmarks/grpo_train/iter{iter}.tsv"
     conda:
         conda_env("grpo_train", "train")
-    threads: 2
+    threads: rule_threads("grpo_train")
     resources:
         **training_resources("grpo_train"),
     params:
