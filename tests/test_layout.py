@@ -9,8 +9,10 @@ from conftest import ROOT
 
 PKG = ROOT / "veripo"
 # hashing (one sha256 for provenance, checkpoints and caches) and stage_config (the typed config of
-# every stage, stdlib-only so the Snakefile may build them at parse time) serve every stage alike.
-BASICS = {"errors", "jsonio", "config", "cli", "answers", "rewards", "prompts", "hashing", "stage_config"}
+# every stage, stdlib-only so the Snakefile may build them at parse time) serve every stage alike;
+# config_reference writes docs/config.md from the config's schema.
+BASICS = {"errors", "jsonio", "config", "cli", "answers", "rewards", "prompts", "hashing", "stage_config",
+          "config_reference"}
 # The stages, lowest first. A module may import the basics, its own stage and any stage below it,
 # never one above. The order follows the method's data flow and what each stage needs to do its job:
 #   media   decodes videos and images and checks they decode; nothing else.
@@ -21,8 +23,9 @@ BASICS = {"errors", "jsonio", "config", "cli", "answers", "rewards", "prompts", 
 #           policy (a fresh sampling pass, an HF judge).
 #   train   GRPO, DPO (which learns from verify's pairs), the warm-up, checkpoints.
 #   eval    runs any checkpoint on the benchmarks and scores it with the verifier's judge.
+#   report  draws a finished run's figures from the artifacts of every stage (read as files).
 #   commands  the `veripo` console command: presents what the stages below compute (infer, pairs, score).
-STAGES = ["media", "data", "model", "verify", "train", "eval", "commands"]
+STAGES = ["media", "data", "model", "verify", "train", "eval", "report", "commands"]
 RANK = {"basics": -1, **{stage: i for i, stage in enumerate(STAGES)}}
 
 
