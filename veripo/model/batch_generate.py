@@ -52,13 +52,45 @@ def batch_positions(model, prompts: list[EncodedPrompt], ids: torch.Tensor, type
     return pos, delta.view(-1)
 
 
+_KINDS = (("video", "pixel_values_videos", "video_grid_thw", "get_video_features"),
+          ("image", "pixel_values", "image_grid_thw", "get_image_features"))
+
+
+def _trained_features(model, prompts: list[EncodedPrompt]) -> list[dict]:
+    """Each prompt's vision features with gradients, from one tower call per media kind for the whole
+    batch rather than one per prompt. The tower attends within each video or image (its grid rows), so
+    the features are those of separate calls."""
+    feats: list[dict] = [{} for _ in prompts]
+    for kind, pixels_key, grid_key, method in _KINDS:
+        rows = [i for i, p in enumerate(prompts) if pixels_key in p.media]
+        if not rows:
+            continue
+        grids = [prompts[i].media[grid_key] for i in rows]
+        out = getattr(model.model, method)(torch.cat([prompts[i].media[pixels_key] for i in rows], 0),
+                                           torch.cat(grids, 0)).pooler_output  # one tensor per grid row
+        start = 0
+        for i, grid in zip(rows, grids):
+            feats[i][kind] = torch.cat(out[start:start + grid.shape[0]], 0)
+            start += grid.shape[0]
+    return feats
+
+
 def _padded_embeds(model, prompts: list[EncodedPrompt], ids: torch.Tensor) -> torch.Tensor:
     """(B, P, D): the pad token's embedding in the padding, each prompt's own embeddings after it."""
     emb = model.model.get_input_embeddings()(ids)
     width = ids.shape[1]
+    # A trained tower runs once for the batch; a frozen one's features are cached per prompt, and under
+    # lockstep every forward must call it exactly once per prompt (policy.prompt_embeds does both).
+    batched = policy.vision_trainable(model) and not policy.lockstep(model)
+    feats = _trained_features(model, prompts) if batched else None
     rows = []
     for row, p in enumerate(prompts):
-        rows.append(torch.cat([emb[row, : width - p.length], policy.prompt_embeds(model, p)[0]], 0))
+        if batched:
+            own = model.model.get_input_embeddings()(p.input_ids)
+            own = policy.scatter_features(model, p.input_ids, own, feats[row])
+        else:
+            own = policy.prompt_embeds(model, p)
+        rows.append(torch.cat([emb[row, : width - p.length], own[0]], 0))
     return torch.stack(rows)
 
 

@@ -206,7 +206,7 @@ def _prompt_features(model, prompt: EncodedPrompt) -> dict:
     return feats
 
 
-def _scatter_features(model, ids: torch.Tensor, emb: torch.Tensor, feats: dict) -> torch.Tensor:
+def scatter_features(model, ids: torch.Tensor, emb: torch.Tensor, feats: dict) -> torch.Tensor:
     """Vision features into the rows' placeholder tokens (each row holds the same prompt)."""
     cfg = model.config
     for kind, token_id in (("video", cfg.video_token_id), ("image", cfg.image_token_id)):
@@ -226,7 +226,7 @@ def prompt_embeds(model, prompt: EncodedPrompt) -> torch.Tensor:
     """(1, P, D) input embeddings with the vision features scattered into their placeholder tokens."""
     place(prompt, model_device(model))
     emb = model.model.get_input_embeddings()(prompt.input_ids)
-    return _scatter_features(model, prompt.input_ids, emb, _prompt_features(model, prompt))
+    return scatter_features(model, prompt.input_ids, emb, _prompt_features(model, prompt))
 
 
 def prompt_positions(model, prompt: EncodedPrompt) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +268,7 @@ def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
     positions = torch.cat([pos.expand(3, n, -1), _continuation_positions(prompt, 0, T, n)], 2)
     attn = torch.cat([torch.ones(n, prompt.length, dtype=torch.long, device=dev), mask.long()], 1)
     ids = torch.cat([prompt.input_ids.expand(n, -1), completions], 1)
-    emb = _scatter_features(model, ids, model.model.get_input_embeddings()(ids), _prompt_features(model, prompt))
+    emb = scatter_features(model, ids, model.model.get_input_embeddings()(ids), _prompt_features(model, prompt))
     # Through the root module, as DeepSpeed expects: its start-of-forward hook closes ZeRO-3's step. The
     # LM head runs once per forward (under ZeRO-3 each call gathers it: ranks must agree on the count).
     logits = model(inputs_embeds=emb, position_ids=positions, attention_mask=attn, use_cache=False,
