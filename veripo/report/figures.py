@@ -137,7 +137,9 @@ def _heldout_panel(ax, heldout: dict) -> None:
                  (1, after["positive_margin_share"])):
         ax.text(x, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
     ax.set_xticks(xs, labels, fontsize=8)
-    ax.set_ylim(0, 1.15)
+    # headroom above the bars (at most 1) for the legend and the numbers
+    ax.set_ylim(0, 1.45)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("share of held-out pairs")
     ax.legend(loc="upper right", fontsize=8)
     ax.text(0.02, 0.97, f"mean margin {after['margin']:+.2f}\nper-token log-prob gap\n"
@@ -180,6 +182,7 @@ def pairs_figure(table: dict[int, dict]) -> Figure:
         left.text(x, total, f"{total}", ha="center", va="bottom", fontsize=9)
     left.set_ylim(0, max(bottom + [1]) * 1.3)
     left.set_title("DPO pairs by kind")
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel("pairs")
     left.legend(loc="upper center", ncols=3, fontsize=8)
     keys = [("queries", "queries"), ("queries_with_chosen", "with a chosen candidate"),
@@ -193,6 +196,7 @@ def pairs_figure(table: dict[int, dict]) -> Figure:
     right.set_xticks(range(len(iters)), names)
     right.set_ylim(0, max(table[k]["queries"] for k in iters) * 1.3 + 1)
     right.set_title("queries")
+    right.yaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_ylabel("queries")
     right.legend(loc="upper center", ncols=3, fontsize=8)
     fig.suptitle("Pair-Fast-Align: the preference pairs of each iteration")
