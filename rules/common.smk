@@ -73,7 +73,9 @@ def get_final_output():
 def run_summary(basedir):
     """Where a finished run's results are, and how to make its report (onsuccess)."""
     here = os.getcwd()
-    scores = [p for p in get_final_output() if p.endswith(".json") and os.path.exists(p)]
+    scores = [
+        p for p in get_final_output() if p.endswith(".json") and os.path.exists(p)
+    ]
     lines = ["", f"Run directory: {here}"]
     lines += [f"  scores:  {os.path.join(here, p)}" for p in scores]
     if os.path.isdir("figures"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -155,7 +156,17 @@ def snakemake(workdir: Path, cfg: dict, *args, timeout=1500, env=None) -> subpro
     cfg_path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--cores", "2", *args, "--configfile", str(cfg_path)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    # Its own session, so that a timeout stops the jobs snakemake started too: a job left running
+    # would go on writing into the run directory (and clear step checkpoints a rerun resumes from).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(cmd, timeout, out, err) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -174,7 +185,7 @@ def job_counts(text: str) -> dict:
 
 
 # What the finished_run fixture builds: the shortened chain scored, with its report figures.
-FINISHED_RUN_TARGETS = ["iter2/eval/vsi_bench.json"]
+FINISHED_RUN_TARGETS = ["iter2/eval/vsi_bench.json", "report_figures"]
 
 
 @pytest.fixture(scope="session")

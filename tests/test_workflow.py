@@ -178,6 +178,9 @@ def test_default_chain_runs_and_every_artifact_has_its_schema(tmp_path, finished
     assert f"vsi_bench overall {score['overall']:.2f}" in summary("iter2/eval/vsi_bench.json")
     assert "inconsistency rate" in summary("iter2/verifier/verdicts.jsonl")
     assert "warm-up steps" in summary("base/model") and "kept" in summary("iter1/data/train_video.jsonl")
+    # at its end the run says where its results are and how to make the report
+    assert f"  scores:  {w.resolve() / 'iter2/eval/vsi_bench.json'}" in shown
+    assert any(line.startswith("  report:  snakemake --report report.html") for line in shown)
     for log, bar in [("base_warmup/base_warmup.log", "warmup"), ("grpo_train/iter1.log", "grpo video"),
                      ("grpo_train/iter0.log", "grpo activation"), ("dpo_train/iter1.log", "dpo"),
                      ("verifier_judge/iter1.log", "verify"), ("eval_generate/iter2_eval_vsi_bench.log", "eval")]:
