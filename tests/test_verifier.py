@@ -15,8 +15,8 @@ CFG = verifier.VerifierConfig(min_think_tokens=4, ngram=3, max_ngram_repeats=3, 
 
 
 class WordTokenizer:
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": text.split()}
+    def encode(self, text, add_special_tokens=False):
+        return text.split()
 
 
 def rollout(text, answer="B", answer_type="multiple_choice", truncated=False):
@@ -190,3 +190,20 @@ def test_verify_all_gives_the_rule_judge_each_rollout_answer_type():
     # numeric: 3 is the conclusion; multiple choice: the article "a" is no option A, so nothing is concluded
     assert [v["checks"]["consistency"]["verdict"] for v in verdicts] == ["CONSISTENT", "UNKNOWN"]
     assert verdicts[0]["checks"]["consistency"]["think_conclusion"] == "3"
+
+
+def test_text_tokenizer_encodes_as_the_checkpoints_transformers_tokenizer(tiny_dir):
+    """The verifier and the pair builder read tokenizer.json without transformers: the same ids as the
+    checkpoint's AutoTokenizer, on the tags, the chat tokens, LaTeX, digits, spaces and non-ASCII text."""
+    from transformers import AutoTokenizer
+
+    from veripo.model.text_tokenizer import TextTokenizer, load_text_tokenizer
+
+    ours, theirs = load_text_tokenizer(tiny_dir), AutoTokenizer.from_pretrained(tiny_dir)
+    assert isinstance(ours, TextTokenizer)
+    texts = ["<think> The square moves left, so the answer is B. </think><answer> $B$ </answer>",
+             "<think>3 + 4 = 7\n\n  twice  spaced</think><answer>$\\frac{1}{2}$</answer><|im_end|>",
+             "Wait, let me check again. éàü 日本 🙂", "", " leading space", "trailing space "]
+    for text in texts:
+        assert ours.encode(text, add_special_tokens=False) == theirs(text, add_special_tokens=False)["input_ids"], text
+    assert ours.convert_tokens_to_ids("<|im_end|>") == theirs.convert_tokens_to_ids("<|im_end|>")

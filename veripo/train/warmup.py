@@ -49,10 +49,10 @@ def train_warmup(model, processor, records: list[dict], cfg: WarmupConfig, promp
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        metrics.append({"step": step, "loss": float(loss)})
+        metrics.append({"step": step, "loss": loss.item()})
         if bar:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{metrics[-1]['loss']:.3f}")
     if bar:
         bar.close()
     return metrics

@@ -23,22 +23,22 @@ def build_pairs_job(rollouts_path: str, verdicts_path: str, model_path: str, cfg
                     out: PairOutputs) -> dict:
     """The dpo_build_pairs job: pairs from the verified rollouts, their sides as token ids of
     ``model_path``'s tokenizer (a rollout's as sampled). Returns the statistics."""
-    from transformers import AutoTokenizer
+    from veripo.model.text_tokenizer import load_text_tokenizer
 
     rows = read_jsonl(rollouts_path, required=("rollout_id", "query_id", "completion", "completion_ids", "query"))
     require_types(rows, {"completion": str, "query": dict}, rollouts_path)
     require_token_ids(rows, ["completion_ids"], rollouts_path, "the sampled token ids")
     verdicts = read_jsonl(verdicts_path, required=("rollout_id", "query_id", "checks", "clean"))
     groups = join_verdicts(rows, verdicts, rollouts_path, verdicts_path)
-    tok = AutoTokenizer.from_pretrained(model_path)
+    tok = load_text_tokenizer(model_path)
     eos = tok.convert_tokens_to_ids("<|im_end|>")
 
     def count(think: str) -> int:
-        return len(tok(think, add_special_tokens=False)["input_ids"])
+        return len(tok.encode(think, add_special_tokens=False))
 
     def tokenize(text: str) -> list[int]:
         # a constructed (reflection) completion is complete: it ends as a sampled one that stopped would
-        return tok(text, add_special_tokens=False)["input_ids"] + [eos]
+        return tok.encode(text, add_special_tokens=False) + [eos]
 
     pairs, dropped = build_all_pairs(groups, asdict(cfg), tokenize, count)
     write_jsonl(out.pairs, pairs)

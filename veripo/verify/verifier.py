@@ -74,7 +74,7 @@ def verify(rollout: dict, tokenizer, cfg: VerifierConfig, consistency: dict | No
     (default: the rule judge)."""
     text = rollout["completion"]
     think = think_text(text) or ""
-    think_tokens = tokenizer(think, add_special_tokens=False)["input_ids"] if think else []
+    think_tokens = tokenizer.encode(think, add_special_tokens=False) if think else []
     length = check_length(think_tokens, bool(rollout.get("truncated")), cfg)
     fmt = {"ok": rewards.is_well_formed(text)}
     rep = check_repetition(think_tokens, think, cfg)
@@ -136,10 +136,10 @@ class VerifierOutputs:
 def run_job(rollouts_path: str, model_path: str, cfg: VerifierConfig, out: VerifierOutputs, progress=None) -> dict:
     """The verifier_judge job: a verdict for every rollout at ``rollouts_path``, think tokens counted
     with ``model_path``'s tokenizer. Returns the statistics."""
-    from transformers import AutoTokenizer
+    from veripo.model.text_tokenizer import load_text_tokenizer
 
     rows = load_rollouts(rollouts_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = load_text_tokenizer(model_path)
     judge = get_judge(cfg.judge)
     log.info("judge %s on %d rollouts", judge.name, len(rows))
     verdicts = verify_all(rows, tokenizer, cfg, judge, progress=progress)
