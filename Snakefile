@@ -32,4 +32,4 @@ rule all:
 
 
 onsuccess:
-    print(run_summary(workflow.basedir))
+    print(run_summary())

@@ -70,7 +70,7 @@ def get_final_output():
     ]
 
 
-def run_summary(basedir):
+def run_summary():
     """Where a finished run's results are, and how to make its report (onsuccess)."""
     here = os.getcwd()
     scores = [
