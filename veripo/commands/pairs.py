@@ -82,7 +82,7 @@ def render_pair(pair: dict, width: int) -> list[str]:
     if pair.get("iteration") is not None:
         head += f"  iteration {pair['iteration']}"
     reasons = "; ".join(str(r) for r in pair["rejected_reasons"]) or "(none given)"
-    lines = ["=" * width, head]
+    lines = ["=" * width, *wrap(head, width)]
     lines += labelled("question", str(query["question"]), width)
     lines += labelled("gold answer", f"{query['answer']}" + (f" ({query['answer_type']})" if query.get("answer_type")
                                                             else ""), width)
