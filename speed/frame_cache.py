@@ -13,7 +13,7 @@ What a run decodes, read from the code and config.yaml:
                       pairs and epochs); the verifier judges logged rollouts and decodes nothing
   per benchmark question, evaluated at the last iteration (the default target iter3/eval/*):
     2                 the eval job's media check (screen_questions), then the question's prepare
-With config.yaml: 3 x (1 + 3 + 1) = 15 decodes per training video, 2 per benchmark video. 15 is an
+With config.yaml: 3 x (1 + 2 + 1) = 12 decodes per training video, 2 per benchmark video. 12 is an
 upper bound: the curriculum drops most solved queries after each iteration, a query with no pair
 skips DPO.
 
