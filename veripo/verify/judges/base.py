@@ -80,6 +80,7 @@ class LLMJudge(Judge):
         finally:
             if self._bar is not None:
                 self._bar.close()
+                self._bar = None
         if len(replies) != len(prompts):
             raise JudgeError(f"judge {self.name} returned {len(replies)} replies for {len(prompts)} prompts")
         for i, reply in zip(asked, replies):
