@@ -126,16 +126,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         fh.write("\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    if not os.path.exists(path):
+def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    """The file's text; a missing file or a byte that is not UTF-8 is an InputError naming file and line."""
+    if not os.path.isfile(path):
         raise InputError(path, "file does not exist")
     with open(path, "rb") as fh:
         data = fh.read()
     try:
-        text = data.decode("utf-8")
+        return data.decode(encoding)
     except UnicodeDecodeError as exc:
         raise InputError(path, f"not valid UTF-8 (byte {data[exc.start]:#04x})",
                          line=data.count(b"\n", 0, exc.start) + 1) from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

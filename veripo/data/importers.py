@@ -27,7 +27,7 @@ from typing import ClassVar, Iterator, Literal
 
 from veripo.answers import ANSWER_TYPES, extract_answer
 from veripo.errors import InputError
-from veripo.jsonio import read_json
+from veripo.jsonio import read_json, read_text
 from veripo.rewards import accuracy_reward
 from veripo.stage_config import Section, doc
 
@@ -155,15 +155,7 @@ def _decoded(raw: bytes, path: str, lineno: int) -> str:
 
 
 def _read_csv(path: str) -> Iterator[tuple[str, dict | Rejected]]:
-    if not os.path.isfile(path):
-        raise InputError(path, "file does not exist")
-    with open(path, "rb") as fh:
-        data = fh.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not valid UTF-8 (byte {data[exc.start]:#04x})",
-                         line=data.count(b"\n", 0, exc.start) + 1) from None
+    text = read_text(path, "utf-8-sig")  # a spreadsheet's CSV often starts with a byte-order mark
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [name.strip() for name in next(reader, [])]
