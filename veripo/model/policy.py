@@ -252,10 +252,12 @@ def _continuation_positions(prompt: EncodedPrompt, start: int, length: int, n: i
 
 
 def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
-                        mask: torch.Tensor, temperature: float = 1.0, chunk: int | None = None) -> torch.Tensor:
+                        mask: torch.Tensor, temperature: float = 1.0, chunk: int | None = None,
+                        forward=None) -> torch.Tensor:
     """(n, T) log-probs of ``completions`` (n, T) given the prompt, the vision features included,
     under softmax(logits / temperature): the distribution a sampler at that temperature drew from.
-    Returned on the model's device (inputs may be anywhere).
+    Returned on the model's device (inputs may be anywhere). ``forward`` runs the root module (default
+    ``model``): a training loop passes its ``TrainEngine.forward`` for a loss it will backpropagate.
 
     The decoder runs once over prompt + completions; the LM head sees only the positions that predict
     a completion token, and the full-vocabulary float32 log-softmax exists for ``chunk`` of them at a
@@ -269,9 +271,8 @@ def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
     attn = torch.cat([torch.ones(n, prompt.length, dtype=torch.long, device=dev), mask.long()], 1)
     ids = torch.cat([prompt.input_ids.expand(n, -1), completions], 1)
     emb = scatter_features(model, ids, model.model.get_input_embeddings()(ids), _prompt_features(model, prompt))
-    # Through the root module, as DeepSpeed expects: its start-of-forward hook closes ZeRO-3's step. The
-    # LM head runs once per forward (under ZeRO-3 each call gathers it: ranks must agree on the count).
-    logits = model(inputs_embeds=emb, position_ids=positions, attention_mask=attn, use_cache=False,
+    # The LM head runs once per forward (under ZeRO-3 each call gathers it: ranks must agree on the count).
+    logits = (forward or model)(inputs_embeds=emb, position_ids=positions, attention_mask=attn, use_cache=False,
                    logits_to_keep=T + 1).logits[:, :-1]
     return token_logprobs(logits, completions, _logprob_temperature(temperature), chunk)
 

@@ -68,11 +68,12 @@ class PairEncoder:
         return policy.pad_completions(seqs, self.processor.tokenizer.pad_token_id)
 
 
-def summed_logprobs(model, enc: PairEncoder, pair: dict, chunk: int | None = None
+def summed_logprobs(model, enc: PairEncoder, pair: dict, chunk: int | None = None, forward=None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(chosen, rejected) summed log-probs and the chosen token count, on the model's device."""
+    """(chosen, rejected) summed log-probs and the chosen token count, on the model's device
+    (``forward``: the training engine's, for a loss to backpropagate)."""
     toks, mask = enc.completions(pair)
-    lp = policy.completion_logprobs(model, enc.prompt(pair), toks, mask, chunk=chunk)
+    lp = policy.completion_logprobs(model, enc.prompt(pair), toks, mask, chunk=chunk, forward=forward)
     s = (lp * mask.to(lp.device)).sum(1)
     return s[0], s[1], mask[0].sum().to(lp.device)
 
@@ -169,7 +170,7 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, prompts: Prom
         for b in range(n_forwards):
             if b < len(batch):
                 i = batch[b]
-                pc, pr, n_chosen = summed_logprobs(model, enc, pairs[i], run.logprob_chunk)
+                pc, pr, n_chosen = summed_logprobs(model, enc, pairs[i], run.logprob_chunk, engine.forward)
                 loss, margin = dpo_loss(pc, pr, ref[i][0].to(pc.device), ref[i][1].to(pc.device), cfg.beta)
                 if cfg.nll_coef > 0:
                     loss = loss - cfg.nll_coef * pc / n_chosen.clamp(min=1)
@@ -177,7 +178,7 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, prompts: Prom
                 losses.append(float(loss.detach()))
                 margins.append(float(margin.detach()))
             else:
-                idle, _, _ = summed_logprobs(model, enc, pairs[steps[s][0]], run.logprob_chunk)
+                idle, _, _ = summed_logprobs(model, enc, pairs[steps[s][0]], run.logprob_chunk, engine.forward)
                 engine.backward(idle * 0)
         grad_norm = engine.step()
         parts = distributed.gather({"losses": losses, "margins": margins})

@@ -3,6 +3,13 @@
 Gradient accumulation is ours (a step covers however many micro-batches the data gives), so
 DeepSpeed runs with ``managed_gradient_accumulation: false``: ``backward`` only accumulates locally,
 ``step`` reduces across ranks and updates.
+
+Every forward whose loss is backpropagated goes through ``forward`` (the DeepSpeed engine's forward,
+as DeepSpeed's own training loops do), never the bare module: the engine's forward closes the previous
+micro-batch's backward. Under ZeRO-3 that is what advances the micro-step counter; without it every
+backward of a step overwrote the gradient partition instead of adding to it, and a step kept only its
+last micro-batch (tests/test_engine_equivalence.py). ``backward`` refuses a loss that did not come
+through ``forward``.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ class TrainEngine:
                  zero_config: str | None = None, dtype: str = "float32", gradient_checkpointing: bool = False):
         self.kind = kind
         self.grad_clip = grad_clip
+        self._forward_pending = False
         if gradient_checkpointing:
             # non-reentrant: works with frozen inputs (a frozen vision tower, frozen embeddings) and ZeRO-3 hooks
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -28,6 +36,9 @@ class TrainEngine:
         if kind == "torch":
             from veripo.train import distributed
 
+            if distributed.active():
+                # plain AdamW reduces nothing: each rank would train on its own shard alone
+                raise ValueError("train.engine 'torch' runs in one process; use 'deepspeed' with several ranks")
             self.module = model.to(distributed.device())
             self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
             self.ds = None
@@ -63,7 +74,16 @@ class TrainEngine:
     def zero_stage(self) -> int:
         return self.ds.zero_optimization_stage() if self.ds is not None else 0
 
+    def forward(self, *args, **kwargs):
+        """The model's root forward, for a loss that ``backward`` will take (one per backward)."""
+        self._forward_pending = True
+        return self.module(*args, **kwargs) if self.ds is None else self.ds(*args, **kwargs)
+
     def backward(self, loss: torch.Tensor) -> None:
+        if not self._forward_pending:
+            raise RuntimeError("TrainEngine.backward without a TrainEngine.forward since the last backward: "
+                               "DeepSpeed would not count the micro-batch (ZeRO-3 overwrites its gradient)")
+        self._forward_pending = False
         if self.ds is None:
             loss.backward()
         else:

@@ -175,13 +175,13 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
         for b in range(n_batches):
             if b < len(batches):
                 gi, idx = batches[b]
-                loss, st = _sequence_loss(model, groups[gi], idx, cfg, run)
+                loss, st = _sequence_loss(engine, groups[gi], idx, cfg, run)
                 engine.backward(loss * weight)
                 total += float(loss.detach())
                 for k in stats:
                     stats[k] += st[k]
             else:
-                engine.backward(_idle_loss(model, processor, groups, cfg, run))
+                engine.backward(_idle_loss(engine, processor, groups, cfg, run))
         grad_norm = engine.step()
         local = {"loss": total, "kl": stats["kl"], "clip_frac": stats["clip_frac"], "n": len(step)}
         parts = distributed.gather(local)
@@ -209,18 +209,19 @@ def micro_batches(step: list[tuple[int, int]], micro: int) -> list[tuple[int, li
     return [(gi, idx[c:c + micro]) for gi, idx in by_group.items() for c in range(0, len(idx), micro)]
 
 
-def _sequence_loss(model, g: Group, idx: list[int], cfg: GRPOConfig, run: RunContext):
+def _sequence_loss(engine: TrainEngine, g: Group, idx: list[int], cfg: GRPOConfig, run: RunContext):
     """The summed clipped-surrogate loss of rollouts ``idx`` of group ``g`` (and its stats)."""
     rows = torch.tensor(idx)
     toks, mask = g.rollouts.tokens[rows], g.rollouts.mask[rows]
-    logp = policy.completion_logprobs(model, g.prompt, toks, mask, cfg.temperature, run.logprob_chunk)
+    logp = policy.completion_logprobs(engine.module, g.prompt, toks, mask, cfg.temperature, run.logprob_chunk,
+                                      forward=engine.forward)
     dev = logp.device
     old = g.old_logp[rows].to(dev) if g.old_logp is not None else logp.detach()
     refl = g.ref_logp[rows].to(dev) if g.ref_logp is not None else None
     return grpo_loss(logp, old, g.adv[rows].to(dev), mask.to(dev), cfg.clip_eps, refl, cfg.kl_coef)
 
 
-def _idle_loss(model, processor, groups: list[Group], cfg: GRPOConfig, run: RunContext) -> torch.Tensor:
+def _idle_loss(engine: TrainEngine, processor, groups: list[Group], cfg: GRPOConfig, run: RunContext) -> torch.Tensor:
     """A forward and backward that changes nothing: one of this rank's rollouts (or, with none, a
     one-token text prompt) at weight 0, so the rank calls what the others call."""
     if groups:
@@ -230,7 +231,8 @@ def _idle_loss(model, processor, groups: list[Group], cfg: GRPOConfig, run: RunC
         prompt = policy.encode(processor, processor.tokenizer.eos_token)
         toks = torch.tensor([[processor.tokenizer.pad_token_id]])
         mask = torch.ones_like(toks)
-    return policy.completion_logprobs(model, prompt, toks, mask, cfg.temperature, run.logprob_chunk).sum() * 0
+    return policy.completion_logprobs(engine.module, prompt, toks, mask, cfg.temperature, run.logprob_chunk,
+                                      forward=engine.forward).sum() * 0
 
 
 def _chunked_logprobs(model, g: Group, micro: int, temperature: float, chunk: int | None = None) -> torch.Tensor:
