@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("preflight", "fwd_bwd", "sampler", "grpo", "dpo")
+STEPS = ("preflight", "fwd_bwd", "sampler", "grpo", "dpo", "engines")
 
 
 def _numbers(value, where=""):
@@ -78,6 +78,13 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert dpo["zero_stage"] == 3 and abs(dpo["loss"] - math.log(2)) < 1e-3 and abs(dpo["margin"]) < 1e-2
     assert dpo["grad_norm"] > 0 and dpo["weights_moved"] and dpo["vision_unchanged"]
 
+    # one step of 3 uneven micro-batches: ZeRO-2 and ZeRO-3 take torch's step (fp32: to rounding)
+    en = steps["engines"]["result"]
+    assert en["micro_batches"] == [2, 2, 1] and en["torch"]["grad_norm"] > 0
+    assert en["zero2"]["zero_stage"] == 2 and en["zero3"]["zero_stage"] == 3
+    assert all(abs(r - 1) <= 1e-5 for r in en["grad_norm_ratio"].values()), en["grad_norm_ratio"]
+    assert all(d <= 1e-6 for d in en["max_weight_diff"].values()), en["max_weight_diff"]
+
     lines = (out / "summary.txt").read_text().splitlines()
-    assert [line.split()[:2] for line in lines[1:6]] == [[name, "ok"] for name in STEPS]
+    assert [line.split()[:2] for line in lines[1:1 + len(STEPS)]] == [[name, "ok"] for name in STEPS]
     assert proc.stdout.rstrip().endswith(lines[-1])

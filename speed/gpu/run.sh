@@ -8,6 +8,8 @@
 #              bf16 agreement at the full shape; decode tokens/s of a group of 8
 #   grpo       one GRPO step (train_grpo) on DeepSpeed ZeRO-3 (configs/deepspeed/zero3.json), world 1
 #   dpo        one DPO step (train_dpo), likewise
+#   engines    one step of 3 uneven micro-batches on torch AdamW, ZeRO-2 and ZeRO-3 from the same weights
+#              (small shape, bf16; fp32 on cpu): the gradient norms agree (ratio to torch's), as do the weights
 # Results: $OUT/summary.json (every step's numbers and errors), $OUT/summary.txt (the lines printed at the
 # end), $OUT/steps.log (every step's output).
 #
@@ -16,7 +18,8 @@
 #
 # Knobs (environment): SHAPE (3b | 7b | tiny), DEVICE (cuda | cpu), OUT, BUDGET (s; a step is skipped when
 # less than half its limit is left), PYTHON (default: the repo's .venv, else python3), TRAIN_LAYERS, FWD_N,
-# FWD_T, LOGPROB_CHUNK, SAMPLER_TOKENS, DECODE_G, DECODE_TOKENS, GRPO_G, GRPO_TOKENS, DPO_TOKENS, PEAK_TFLOPS
+# FWD_T, LOGPROB_CHUNK, SAMPLER_TOKENS, DECODE_G, DECODE_TOKENS, GRPO_G, GRPO_TOKENS, DPO_TOKENS,
+# ENGINES_TOKENS, PEAK_TFLOPS
 # (see steps.py).
 # Without deepspeed or av importable, the wheels in WHEELS (default speed/gpu/wheels/, made by
 # fetch_wheels.sh) are installed with pip --no-index --no-deps into a scratch folder put on PYTHONPATH.
@@ -81,10 +84,10 @@ step() {  # name, time limit (s)
   echo "$name: $status in $(( $(date +%s) - t0 ))s (limit ${limit}s)"
 }
 if [ "$DEVICE" = cuda ]; then
-  step preflight 90; step fwd_bwd 120; step sampler 150; step grpo 180; step dpo 150
+  step preflight 90; step fwd_bwd 120; step sampler 150; step grpo 180; step dpo 150; step engines 120
 else
   # DeepSpeed builds its CPU shared-memory op (~90 s on 2 cores) the first time, into torch's extension cache
-  step preflight 90; step fwd_bwd 90; step sampler 90; step grpo 240; step dpo 120
+  step preflight 90; step fwd_bwd 90; step sampler 90; step grpo 240; step dpo 120; step engines 90
 fi
 
 for f in "$WORK"/logs/*.log; do echo "===== $(basename "$f" .log)"; cat "$f"; done >"$OUT/steps.log"

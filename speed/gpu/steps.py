@@ -1,6 +1,6 @@
 """The steps of the GPU check, one per process (run.sh runs each under its own time limit).
 
-    python speed/gpu/steps.py STEP --results DIR --work DIR      (STEP: preflight fwd_bwd sampler grpo dpo)
+    python speed/gpu/steps.py STEP --results DIR --work DIR  (STEP: preflight fwd_bwd sampler grpo dpo engines)
 
 Environment: SHAPE (3b | 7b | small | tiny; default 3b), DEVICE (cuda | cpu; default cuda), TRAIN_LAYERS
 (text layers of the GRPO/DPO model; default the shape's), LOGPROB_CHUNK, and the sizes run.sh lists.
@@ -473,7 +473,60 @@ def dpo(run: Run, r: Result) -> None:
                    peak_gib=measure.peak_gib(), **_moved(before, engine))
 
 
-STEPS = {"preflight": preflight, "fwd_bwd": fwd_bwd, "sampler": sampler, "grpo": grpo, "dpo": dpo}
+ENGINES = ("torch", "zero2", "zero3")
+
+
+def engines(run: Run, r: Result) -> None:
+    """One optimiser step of three micro-batches (uneven: 2, 2 and 1 sequences of a video query, the last
+    one's weight half the others') through ``TrainEngine`` as the loops drive it (``forward`` / ``backward``
+    per micro-batch, one ``step``), from the same weights, on plain torch AdamW, ZeRO-2 and ZeRO-3 at
+    the small shape, gradient checkpointing on: each engine's gradient norm, its ratio to torch's, and
+    the largest weight difference to torch's after the step. A ZeRO-3 that kept only its last
+    micro-batch's gradient (issue 18) gives a ratio far from 1."""
+    from veripo.model import policy
+    from veripo.train.checkpoints import frozen_vision
+    from veripo.train.engine import TrainEngine
+
+    T = run.env_int("ENGINES_TOKENS", 64, 8)
+    sizes, weights = (2, 2, 1), (1.0, 1.0, 0.5)
+    g = torch.Generator().manual_seed(2)
+    r.update(shape_trained=fixture.small_shape(run.shape), micro_batches=list(sizes), micro_batch_weights=list(weights),
+             completion_tokens=T, gradient_checkpointing=True, logprob_chunk=run.logprob_chunk)
+    completions = None
+    norms, probes = {}, {}
+    for kind in ENGINES:
+        with r.part(kind) as out:
+            model, processor, record, media = _policy_inputs(run, fixture.small_shape(run.shape), run.dtype)
+            frozen_vision(model)
+            prompt = _encode(processor, record, media)
+            if completions is None:
+                completions = torch.randint(0, len(processor.tokenizer) - 32, (sum(sizes), T), generator=g)
+            zero = None if kind == "torch" else f"configs/deepspeed/{kind}.json"
+            engine = TrainEngine(model, 1e-4, 0.0, 1.0, "torch" if kind == "torch" else "deepspeed", zero,
+                                 "bfloat16" if run.gpu else "float32", gradient_checkpointing=True)
+            engine.module.train()
+            start = 0
+            with Timer() as t:
+                for n, w in zip(sizes, weights):
+                    toks = completions[start:start + n]
+                    mask = torch.ones_like(toks)
+                    lp = policy.completion_logprobs(engine.module, prompt, toks, mask, chunk=run.logprob_chunk,
+                                                    forward=engine.forward)
+                    engine.backward(-lp.float().mean(1).sum() * w)
+                    start += n
+                norms[kind] = engine.step()
+            with engine.full_parameters():
+                probes[kind] = dict(engine.module.named_parameters())[PROBE].detach().float().cpu().clone()
+            out.update(grad_norm=norms[kind], zero_stage=engine.zero_stage, seconds=round(t.seconds, 3))
+            del engine, model
+            if run.gpu:
+                torch.cuda.empty_cache()
+    if "torch" in norms:
+        r["grad_norm_ratio"] = {k: norms[k] / norms["torch"] for k in norms if k != "torch"}
+        r["max_weight_diff"] = {k: float((probes[k] - probes["torch"]).abs().max()) for k in probes if k != "torch"}
+
+
+STEPS = {"preflight": preflight, "fwd_bwd": fwd_bwd, "sampler": sampler, "grpo": grpo, "dpo": dpo, "engines": engines}
 
 
 def main() -> int:

@@ -15,8 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-STEPS = ("preflight", "fwd_bwd", "sampler", "grpo", "dpo")
+STEPS = ("preflight", "fwd_bwd", "sampler", "grpo", "dpo", "engines")
 LN2_TOLERANCE = {"float32": 1e-3, "bfloat16": 2e-2}  # the reference and the policy forward differ by float noise
+# |grad-norm ratio - 1| of ZeRO-2/3 to torch on one step: fp32 agrees to rounding; in bf16 torch accumulates
+# the micro-batches' gradients in bf16 where DeepSpeed adds them in fp32. A lost micro-batch is off by > 10%.
+ENGINE_TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2}
 
 
 def _get(d: dict, *keys):
@@ -35,7 +38,8 @@ def _finite(*xs) -> bool | None:
 
 def checks(results: dict) -> dict:
     """True/false per property the check exists to show; None where its step did not get that far."""
-    fb, sm, gr, dp = (results.get(k, {}) for k in ("fwd_bwd", "sampler", "grpo", "dpo"))
+    fb, sm, gr, dp, en = (results.get(k, {}) for k in ("fwd_bwd", "sampler", "grpo", "dpo", "engines"))
+    ratios = _get(en, "grad_norm_ratio")
     gr_step, dp_step = _get(gr, "step") or {}, _get(dp, "step") or {}
     dp_loss = _get(dp_step, "loss_minus_ln2")
     gc_diff = _get(fb, "gc_logprob_max_abs_diff")
@@ -51,6 +55,8 @@ def checks(results: dict) -> dict:
         else abs(dp_loss) <= LN2_TOLERANCE.get(_get(dp, "dtype"), 1e-3),
         "dpo_weights_moved": _get(dp_step, "weights_moved"),
         "dpo_vision_frozen": _get(dp_step, "vision_unchanged"),
+        "engines_same_grad_norm": None if not ratios else all(
+            _finite(x) and abs(x - 1) <= ENGINE_TOLERANCE.get(_get(en, "dtype"), 1e-5) for x in ratios.values()),
     }
 
 
@@ -117,6 +123,12 @@ def _describe(name: str, r: dict) -> str:
             f"G={p['group']} x {p['new_tokens']}: {_num(p['tokens_per_s'])} tok/s, {p['ms_per_step']} ms/step, "
             f"peak {_num(p.get('peak_gib'), '{:.1f}')} GiB")))
         return " | ".join(parts)
+    if name == "engines":
+        ratios, diffs = r.get("grad_norm_ratio") or {}, r.get("max_weight_diff") or {}
+        return (f"{r.get('shape_trained')}, micro-batches {r.get('micro_batches')}: grad norm " + ", ".join(
+            f"{k} {_part(r.get(k), lambda p: _num(p['grad_norm'], '{:.6g}'))}" for k in ("torch", "zero2", "zero3"))
+            + "; ratio to torch " + ", ".join(f"{k} {v:.6f}" for k, v in ratios.items())
+            + "; max weight diff " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
     step = r.get("step")
     return _part(step, lambda p: (
         f"loss {p['loss']:.4f}, grad norm {_num(p['grad_norm'], '{:.3g}')}, weights moved {p['weights_moved']}; "
