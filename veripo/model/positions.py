@@ -8,6 +8,14 @@ continues the text at max(h, w) / merge past the video's start; the reference co
 video's largest position, which includes the temporal extent. vLLM computes the reference, and the
 released checkpoints were trained with it, so every forward of ours (sampling, training, evaluation)
 takes these positions and vLLM and HF see the same model (tests/test_vllm_eval.py).
+
+One rounding differs between the two. Qwen's reference multiplies in float32 in the order
+``(group * seconds_per_group) * tokens_per_second``; vLLM 0.32 (``get_mrope_input_positions`` of its
+Qwen2.5-VL model, on CPU and GPU alike) multiplies ``group * (seconds_per_group * tokens_per_second)`` in
+float64. Where the sampled fps is not a whole number, a product can land on either side of an integer:
+one frame group then gets a temporal id one apart (at tokens_per_second 2, about 1 in 120 of the
+sampled videos of the sweep in tests/test_positions.py). We take vLLM's rounding: rollouts and
+evaluation run through vLLM, and the training forward must score the positions they were sampled with.
 """
 from __future__ import annotations
 
@@ -45,7 +53,8 @@ def rope_index(config, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor,
                 if t * h * w != n:
                     raise ValueError(f"{'image' if kind == 1 else 'video'} of grid {t}x{h}x{w} merged tokens "
                                      f"has {n} placeholder tokens")
-                # the product truncated, not the seconds (the reference's time_tensor.long())
+                # the product truncated, not the seconds (the reference's time_tensor.long()); vLLM's
+                # rounding: group * (seconds * tokens_per_second) in float64 (see the module docstring)
                 t_idx = (torch.arange(t, device=device, dtype=torch.float64) * step).long()
                 grid = torch.stack([t_idx.view(t, 1, 1).expand(t, h, w), torch.arange(h, device=device).view(1, h, 1)
                                     .expand(t, h, w), torch.arange(w, device=device).view(1, 1, w).expand(t, h, w)])
