@@ -23,9 +23,9 @@ from veripo.train import distributed, dpo, grpo
 from veripo.train.checkpoints import save_checkpoint
 
 GRPO = dict(rollouts_per_query=4, temperature=1.0, top_p=1.0, max_new_tokens=48, clip_eps=0.2, kl_coef=0.0,
-            lr=1e-3, global_batch=8, rollout_batch=4, micro_batch=3, epochs=1, grad_clip=1.0, format_weight=0.5,
+            lr=1e-4, global_batch=8, rollout_batch=4, micro_batch=3, epochs=1, grad_clip=1.0, format_weight=0.5,
             adv_eps=1e-6, freeze_vision=True, weight_decay=0.01, seed=0, checkpoint_every=100)
-DPO = dict(beta=0.1, lr=1e-3, global_batch=4, epochs=1, nll_coef=0.0, grad_clip=1.0, freeze_vision=False,
+DPO = dict(beta=0.1, lr=1e-4, global_batch=4, epochs=1, nll_coef=0.0, grad_clip=1.0, freeze_vision=False,
            weight_decay=0.01, seed=0, checkpoint_every=100, heldout_fraction=0.0, min_pairs=1, on_too_few_pairs="stop")
 
 model_dir, queries_path, pairs_path, setup_path, out = sys.argv[1:6]
