@@ -38,6 +38,8 @@ def test_default_and_7b_configs_validate():
     (lambda c: c["curriculum"].update(discard_fraction=1.5), "curriculum.discard_fraction"),
     (lambda c: c["grpo"].update(rollout_backend="sglang"), "grpo.rollout_backend"),
     (lambda c: c["grpo"].update(vllm={"gpu_memory_utilization": 1.5}), "grpo.vllm.gpu_memory_utilization"),
+    (lambda c: c["grpo"].update(vllm={"max_logprob_gap": -1}), "grpo.vllm.max_logprob_gap"),
+    (lambda c: c["grpo"].update(vllm={"max_logprob_gap": "small"}), "grpo.vllm.max_logprob_gap"),
     (lambda c: c["train"].update(logprob_chunk=0), "train.logprob_chunk"),
     (lambda c: c["media"].update(frame_cache=""), "media.frame_cache"),
     (lambda c: c.update(vllm_python=""), "vllm_python"),

@@ -3,7 +3,8 @@
 The tiny base is first warmed up on right traces (it learns to see the background colour and to
 answer in format), then a few steps on consistently wrong traces push it to answering wrong most of
 the time while it still perceives the colour: GRPO's group-relative advantage has to turn that back
-into mostly-right answers. Measured: 0.37 -> 0.90 (this seed), 0.28 -> 0.55 with 8 corrupting steps."""
+into mostly-right answers. Measured: 0.31 -> 0.87 (this seed; GRPO's sampling seeded by stage and
+iteration, veripo/model/seeds.py), 0.28 -> 0.55 with 8 corrupting steps (before that seeding)."""
 import pytest
 import torch
 

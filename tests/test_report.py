@@ -72,6 +72,19 @@ def test_grpo_curves_name_the_line_and_field_that_is_missing_or_not_a_number(tmp
         collect.grpo_curves(path)
 
 
+def test_grpo_curves_carry_the_vllm_logprob_gap_only_when_logged(tmp_path):
+    gap = {"vllm/logprob_gap_mean": 2e-6, "vllm/logprob_gap_max": 3e-5}
+    rows = [grpo_row(0, 0.25, 20.0, 0.1) | gap, grpo_row(1, 0.5, 20.0, 0.1) | gap]
+    path = write_jsonl(tmp_path / "metrics.jsonl", rows)
+    curves = collect.grpo_curves(path)
+    assert curves["vllm/logprob_gap_mean"] == [2e-6, 2e-6] and curves["vllm/logprob_gap_max"] == [3e-5, 3e-5]
+    assert "vllm/logprob_gap_max" not in collect.grpo_curves(write_jsonl(path, [grpo_row(0, 0.25, 20.0, 0.1)]))
+    del rows[1]["vllm/logprob_gap_max"]  # a stage logs it on every step or on none
+    write_jsonl(path, rows)
+    with pytest.raises(InputError, match=r"line 2, field 'vllm/logprob_gap_max': missing"):
+        collect.grpo_curves(path)
+
+
 def test_dpo_curves_and_heldout(tmp_path):
     rows = [{"step": 0, "loss": 0.6931, "margin": 0.0, "positive_margin_share": 0.0, "pairs": 8},
             {"step": 1, "loss": 0.61, "margin": 1.5, "positive_margin_share": 0.75, "pairs": 8}]
@@ -203,8 +216,10 @@ def small_run(root):
     """The artifacts of a 1-iteration run, as the rules lay them out (a tiny one, hand-written)."""
     for k in (0, 1):
         (root / f"iter{k}/grpo").mkdir(parents=True)
+        # iteration 1's rollouts came from vLLM: its rows carry the log-prob gap
+        gap = {"vllm/logprob_gap_mean": 1e-6, "vllm/logprob_gap_max": 2e-5} if k else {}
         write_jsonl(root / f"iter{k}/grpo/metrics.jsonl",
-                    [grpo_row(r // 2, 0.25 + 0.05 * r, 20.0 + r, 0.1 - 0.02 * r) for r in range(12)])
+                    [grpo_row(r // 2, 0.25 + 0.05 * r, 20.0 + r, 0.1 - 0.02 * r) | gap for r in range(12)])
     (root / "iter1/dpo").mkdir()
     write_jsonl(root / "iter1/dpo/metrics.jsonl",
                 [{"step": s, "loss": 0.69 - 0.05 * s, "margin": 0.4 * s, "positive_margin_share": 0.1 * s}

@@ -132,6 +132,19 @@ def test_missing_keys_and_wrong_types_are_named(default_config):
         sc.VerifierConfig.from_config(bad)
 
 
+def test_grpo_vllm_max_logprob_gap_is_ours_and_checked(default_config):
+    """grpo.vllm holds the engine's arguments plus our bound, which the engine never sees."""
+    section = dict(default_config["grpo"], vllm={"enforce_eager": True, "max_logprob_gap": 0.5})
+    cfg = sc.GRPOConfig.from_config(section, iteration=1)
+    assert cfg.engine_args() == {"enforce_eager": True} and cfg.max_logprob_gap() == 0.5
+    assert sc.GRPOConfig.from_config(dict(section, vllm={}), iteration=1).max_logprob_gap() == sc.MAX_LOGPROB_GAP
+    assert sc.GRPOConfig.from_config(dict(section, vllm={"max_logprob_gap": None}), iteration=1).max_logprob_gap() is None
+    assert sc.GRPOConfig.from_config(default_config["grpo"], iteration=1).max_logprob_gap() == 1.0  # config.yaml's
+    for value, want in (("small", "expected a number"), (True, "expected a number"), (-0.1, "expected a number >= 0")):
+        with pytest.raises(ConfigError, match=rf"config key 'grpo.vllm.max_logprob_gap': {want}"):
+            sc.GRPOConfig.from_config(dict(section, vllm={"max_logprob_gap": value}), iteration=1)
+
+
 def all_dataclasses() -> list[type]:
     return [obj for obj in vars(sc).values()
             if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == sc.__name__]

@@ -27,6 +27,9 @@ def test_tiny_chain_through_vllm(tmp_path, default_config, vllm_python, vllm_env
         assert len({r["rollout_id"] for r in rows}) == len(rows)
         # the rewards are mixed: the vLLM rollouts of the warmed-up model are sometimes right
         assert 0 < sum(r["reward_accuracy"] for r in rows) < len(rows)
+        # every step logs the round's vLLM-vs-trainer log-prob gap: fp32 numerics, far under the bound
+        metrics = jsonl(tmp_path / stage / "grpo" / "metrics.jsonl")
+        assert all(0 <= m["vllm/logprob_gap_mean"] <= m["vllm/logprob_gap_max"] < 1e-2 for m in metrics), metrics
     verdicts = jsonl(tmp_path / "iter1" / "verifier" / "verdicts.jsonl")
     assert verdicts
     run = json.loads((tmp_path / "iter1" / "eval" / "vsi_bench.run.json").read_text())

@@ -10,7 +10,7 @@ import sys
 import click
 
 from veripo.config import ConfigError
-from veripo.errors import InputError, JudgeError
+from veripo.errors import InputError, JudgeError, RolloutMismatchError
 
 
 class JsonParam(click.ParamType):
@@ -55,14 +55,15 @@ def summary(artifact: str, text: str) -> None:
 
 
 def main_guard(fn):
-    """Bad input, a bad config value or a judge that cannot run exits with status 2 and a one-line
-    message (file/line/field, config key, or the judge's complaint) instead of a traceback."""
+    """Bad input, a bad config value, a judge that cannot run or GRPO rollouts that do not match the
+    trainer exit with status 2 and a one-line message (file/line/field, config key, the judge's
+    complaint, the round and its log-prob gap) instead of a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (InputError, ConfigError, JudgeError) as exc:
+        except (InputError, ConfigError, JudgeError, RolloutMismatchError) as exc:
             # ConfigError lists several keys on indented lines; a rule's log keeps one line per error.
             click.echo("error: " + " ".join(part.strip() for part in str(exc).splitlines()), err=True)
             sys.exit(2)

@@ -1,4 +1,5 @@
-"""The exception types a CLI prints as one line (no traceback): bad input, and a judge that cannot run."""
+"""The exception types a CLI prints as one line (no traceback): bad input, a judge that cannot run, and
+rollouts that were not sampled from the policy being trained."""
 from __future__ import annotations
 
 
@@ -17,3 +18,8 @@ class InputError(ValueError):
 
 class JudgeError(RuntimeError):
     """A consistency judge that cannot run (unreachable endpoint, missing package, bad reply envelope)."""
+
+
+class RolloutMismatchError(RuntimeError):
+    """GRPO rollouts whose sampler's log-probs differ from the trainer's by more than the configured bound
+    (grpo.vllm.max_logprob_gap); the message names the stage, iteration and round, the gap and the bound."""

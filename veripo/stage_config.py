@@ -195,6 +195,10 @@ class GRPOStage(Section):
 
 
 _SCHEDULE = ("activation", "per_iteration")
+# grpo.vllm.max_logprob_gap when the key is absent (config.yaml sets it): nats, on the largest gap of any
+# sampled token of a round. A synced fp32 engine shows at most ~4e-4 (the tiny chain on CPU); one left
+# on old weights 15 nats. bf16 engines differ more token by token: raise it for them.
+MAX_LOGPROB_GAP = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,7 +216,10 @@ class GRPOConfig(Section):
                                                  "engine given the new weights before every round "
                                                  "(veripo/model/vllm_rollouts.py)", default="hf")
     vllm: dict = doc("vllm.LLM arguments of the rollout engine (gpu_memory_utilization: its share of the GPU "
-                     "next to the trainer; max_model_len; enforce_eager; ...)", default_factory=dict)
+                     "next to the trainer; max_model_len; enforce_eager; ...), plus max_logprob_gap, ours, not "
+                     "the engine's: the largest |vLLM's log-prob - the trainer's| of a sampled token a round may "
+                     "show before the job stops (None: no bound; absent: MAX_LOGPROB_GAP); see engine_args",
+                     default_factory=dict)
     temperature: float = doc("sampling temperature; the ratio's log-probs are taken at it too")
     top_p: float = doc("nucleus sampling threshold (1: off)")
     max_new_tokens: int = doc("longest rollout; a longer one is cut and marked truncated")
@@ -224,7 +231,8 @@ class GRPOConfig(Section):
     micro_batch: int = doc("sequences per forward/backward")
     grad_clip: float = doc("gradient norm clip")
     weight_decay: float = doc("AdamW weight decay")
-    seed: int = doc("seeds query order (per epoch), sampling (per rank) and the split of rounds into steps")
+    seed: int = doc("seeds query order (per epoch), the split of rounds into steps and, with the stage and "
+                    "iteration, the sampling (per rank, or per round and query with vLLM: veripo/model/seeds.py)")
     checkpoint_every: int = doc("rounds between step checkpoints (resume after a kill; not part of the trajectory)")
     lr: float = doc("learning rate (from the stage's schedule entry)")
     global_batch: int = doc("sequences per optimiser step (from the stage's schedule entry)")
@@ -241,6 +249,21 @@ class GRPOConfig(Section):
                                   f"an iteration is needed to pick the stage")
             section = _resolve_schedule(section, where, iteration)
         return super().from_config(section, where)
+
+    def __post_init__(self) -> None:
+        if "max_logprob_gap" in self.vllm:
+            bound = _convert(self.vllm["max_logprob_gap"], float | None, "grpo.vllm.max_logprob_gap")
+            if bound is not None and bound < 0:
+                raise ConfigError(f"config key 'grpo.vllm.max_logprob_gap': expected a number >= 0 or null, "
+                                  f"got {bound!r}")
+
+    def engine_args(self) -> dict:
+        """``vllm`` without our own key: what the rollout engine is built with."""
+        return {k: v for k, v in self.vllm.items() if k != "max_logprob_gap"}
+
+    def max_logprob_gap(self) -> float | None:
+        """The bound on a round's largest vLLM-vs-trainer log-prob gap (nats), None for none."""
+        return self.vllm.get("max_logprob_gap", MAX_LOGPROB_GAP)
 
 
 def _resolve_schedule(section: dict, where: str, iteration: int) -> dict:
@@ -279,7 +302,7 @@ class VerifierRollouts(Section):
                                              "the workflow picks the verifier's input by it)")
     rollouts_per_query: int = doc("fresh: rollouts sampled per query")
     temperature: float = doc("fresh: sampling temperature (top_p, max_new_tokens, format_weight as in grpo)")
-    seed: int = doc("fresh: seeds the sampling")
+    seed: int = doc("fresh: seeds the sampling, with the iteration (veripo/model/seeds.py)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from veripo import rewards
+from veripo.model.seeds import sampling_seed
 
 from veripo.model import policy
 
@@ -118,8 +119,10 @@ def sample_fresh(model, processor, records: list[dict], s: Sampling, templates: 
     """The verifier's own sampling pass: G new rollouts per query from a finished checkpoint.
 
     Recorded as round 0 of stage ``fresh``, with the same fields (rewards and group advantages
-    included) as a GRPO round's, so the verifier and the pair builder read either alike."""
-    generator = torch.Generator(device=policy.model_device(model)).manual_seed(seed)
+    included) as a GRPO round's, so the verifier and the pair builder read either alike. Its sampler
+    is seeded from ``seed``, the stage and the ``iteration`` (veripo/model/seeds.py)."""
+    generator = torch.Generator(device=policy.model_device(model))
+    generator.manual_seed(sampling_seed(seed, "fresh", iteration))
     model.eval()
     rows = []
     it = progress(records, desc="fresh rollouts") if progress else records

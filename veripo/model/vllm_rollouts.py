@@ -2,9 +2,11 @@
 
 The engine samples each query's G rollouts with what our HF sampler uses: the same chat prompt, the same
 sampled frames and pixel budget (our decoder samples them; vLLM must not resample), the four vision
-placeholder tokens banned, the same temperature, top-p and length limit. Only the token ids come back:
-rewards, advantages and every log-prob of the ratio are computed by the training forward, as for HF
-rollouts, so the loss never mixes two implementations' numerics.
+placeholder tokens banned, the same temperature, top-p and length limit. Rewards, advantages and every
+log-prob of the ratio are computed by the training forward, as for HF rollouts, so the loss never mixes
+two implementations' numerics. vLLM's own log-probs of the sampled ids come back too (its "processed"
+ones: the distribution it sampled from) and are only compared with the trainer's: GRPO logs the gap each
+round and stops above ``grpo.vllm.max_logprob_gap`` (veripo/train/grpo.py).
 
 The engine lives in the training process and is started once per job from the entering checkpoint.
 Before each round's sampling it gets the trainer's current weights in memory (``sync``: vLLM's
@@ -16,7 +18,6 @@ torchrun jobs; not testable on one CPU).
 """
 from __future__ import annotations
 
-import hashlib
 from types import SimpleNamespace
 
 import torch
@@ -58,22 +59,19 @@ def request(text: str, clip: video.DecodedVideo | None, image) -> dict:
 
 
 def engine_kwargs(model_path: str, dtype: str, media_cfg: dict, settings: dict, seed: int) -> dict:
-    """The ``vllm.LLM`` arguments for a policy checkpoint (``settings``: the config's vllm section)."""
+    """The ``vllm.LLM`` arguments for a policy checkpoint (``settings``: the engine arguments of the
+    config's vllm section). The returned log-probs are always vLLM's "processed" ones, those of the
+    distribution it sampled from (temperature, banned tokens, top-p applied; the default, "raw", is the
+    model's softmax at temperature 1): the log-prob gap compares them with the trainer's."""
     return {"model": model_path, "dtype": dtype, "seed": seed, "limit_mm_per_prompt": {"video": 1, "image": 1},
             "mm_processor_kwargs": {"min_pixels": media_cfg["min_pixels"], "max_pixels": media_cfg["max_pixels"],
                                     "cap_pixels_per_frame": video.CAP_PIXELS_PER_FRAME},
-            "worker_extension_cls": f"{__name__}.WeightSync", **settings}
+            "worker_extension_cls": f"{__name__}.WeightSync", **settings, "logprobs_mode": "processed_logprobs"}
 
 
 def banned_bias(model_config) -> dict:
     """logit_bias banning the vision placeholders, as ``policy.suppressed_token_ids`` does for HF."""
     return {t: BANNED_LOGIT_BIAS for t in policy.suppressed_token_ids(SimpleNamespace(config=model_config))}
-
-
-def request_seed(*parts) -> int:
-    """A per-request sampling seed from the run's seed, the round and the query: reproducible, and
-    independent of how the round's queries are split into vLLM batches."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
 
 
 class VLLMRollouts:
@@ -106,15 +104,15 @@ class VLLMRollouts:
     def sample(self, items: list[tuple[str, video.DecodedVideo | None, object]], n: int, temperature: float,
                top_p: float, max_new_tokens: int, seeds: list[int], pad_id: int) -> list[policy.Rollouts]:
         """G=``n`` rollouts for each (chat text, clip, image): Rollouts as ``policy.sample`` returns them
-        (ids ending with the EOS vLLM sampled, or truncated at ``max_new_tokens``; log-probs left at 0:
-        the training forward computes every log-prob the loss uses)."""
+        (ids ending with the EOS vLLM sampled, or truncated at ``max_new_tokens``), with vLLM's log-prob
+        of each sampled id (0 after the end): the loss never uses them, the log-prob gap does."""
         from vllm import SamplingParams
 
         # Greedy (our temperature <= 1e-5) is one completion, repeated: vLLM refuses n > 1 without
         # sampling, and raises any temperature in (0, 0.01) to 0.01
         greedy = temperature <= 1e-5
         params = [SamplingParams(n=1 if greedy else n, temperature=0.0 if greedy else temperature, top_p=top_p,
-                                 max_tokens=max_new_tokens, seed=s, logit_bias=self.bias) for s in seeds]
+                                 max_tokens=max_new_tokens, seed=s, logit_bias=self.bias, logprobs=0) for s in seeds]
         outs = self.llm.generate([request(*it) for it in items], sampling_params=params, use_tqdm=False)
         return [_rollouts(out.outputs * n if greedy else out.outputs, pad_id) for out in outs]
 
@@ -124,9 +122,12 @@ def _rollouts(completions, pad_id: int) -> policy.Rollouts:
     width = max(1, max(len(s) for s in seqs))
     tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros(len(seqs), width, dtype=torch.long)
-    for i, s in enumerate(seqs):
+    logprobs = torch.zeros(len(seqs), width)
+    for i, (s, c) in enumerate(zip(seqs, completions)):
         tokens[i, :len(s)] = torch.tensor(s, dtype=torch.long)
         mask[i, :len(s)] = 1
+        # logprobs=0 asks for the sampled id's own entry at each position
+        logprobs[i, :len(s)] = torch.tensor([pos[t].logprob for t, pos in zip(s, c.logprobs)])
     truncated = torch.tensor([c.finish_reason == "length" for c in completions])
-    return policy.Rollouts(tokens, mask, torch.zeros(len(seqs), width), truncated)
+    return policy.Rollouts(tokens, mask, logprobs, truncated)
 

@@ -15,6 +15,9 @@ from veripo.errors import InputError
 from veripo.jsonio import read_json, read_jsonl
 
 GRPO_SERIES = ("reward/accuracy", "reward/format", "response_length", "loss", "kl", "clip_frac")
+# Logged by stages whose rollouts vLLM sampled (absent with the HF sampler): |vLLM's - the trainer's
+# log-prob| of the round's sampled tokens.
+GRPO_GAP_SERIES = ("vllm/logprob_gap_mean", "vllm/logprob_gap_max")
 DPO_SERIES = ("loss", "margin", "positive_margin_share")
 # What the verifier rejects a rollout for, as (label, check, count key) of stats.json's "checks".
 VERDICT_REASONS = (
@@ -57,11 +60,15 @@ def _series(rows: list[dict], names: tuple[str, ...], path: object) -> dict[str,
 
 def grpo_curves(path: str | os.PathLike) -> dict:
     """One GRPO stage's metrics per optimiser step: rewards (those of the round's rollouts, the same for
-    every step of a round), mean response length (tokens), loss, KL and the share of clipped tokens."""
+    every step of a round), mean response length (tokens), loss, KL and the share of clipped tokens; and,
+    when vLLM sampled the rollouts, the mean and largest log-prob gap of the round's sampled tokens
+    (GRPO_GAP_SERIES: then on every row, else on none)."""
     rows = read_jsonl(path)
     if not rows:
         raise InputError(path, "no steps logged")
-    out = {"step": list(range(len(rows))), **_series(rows, GRPO_SERIES, path)}
+    with_gap = any(name in r for r in rows for name in GRPO_GAP_SERIES)
+    out = {"step": list(range(len(rows))),
+           **_series(rows, GRPO_SERIES + (GRPO_GAP_SERIES if with_gap else ()), path)}
     out["rounds"] = len({r.get("round") for r in rows})
     out["stage"] = str(rows[0].get("stage", "?"))
     return out

@@ -60,10 +60,17 @@ def _note(ax, text: str) -> None:
 
 
 def grpo_figure(k: int, curves: dict) -> Figure:
-    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    gap = "vllm/logprob_gap_max" in curves  # vLLM sampled the rollouts: a third column, full height
+    fig = Figure(figsize=(14 if gap else 10, 6.5), layout="constrained")
     # not sharex: a panel's note (set_xticks([])) would clear the shared ticks of the others
-    axes = fig.subplots(2, 2)
+    axes = fig.subplots(2, 3 if gap else 2)
     steps = curves["step"]
+    if gap:
+        right = fig.add_subplot(axes[0, 2].get_gridspec()[:, 2])
+        axes[0, 2].remove()
+        axes[1, 2].remove()
+        axes = axes[:, :2]
+        _gap_panel(right, steps, curves)
     ax = axes[0, 0]
     _curve(ax, steps, curves["reward/accuracy"], "tab:green", "accuracy")
     _curve(ax, steps, curves["reward/format"], "tab:blue", "format")
@@ -96,6 +103,20 @@ def grpo_figure(k: int, curves: dict) -> Figure:
         ax.set_xlabel("optimiser step")
     fig.suptitle(f"GRPO, iteration {k} ({curves['stage']}): {len(steps)} steps in {curves['rounds']} rounds")
     return fig
+
+
+def _gap_panel(ax, steps: list, curves: dict) -> None:
+    """The round's mean and largest |vLLM's - the trainer's log-prob| of the sampled tokens, on a log
+    scale when every value is above 0 (fp32 gaps: 1e-5 mean, 1e-4 largest; a stale engine's: nats)."""
+    mean, top = curves["vllm/logprob_gap_mean"], curves["vllm/logprob_gap_max"]
+    _curve(ax, steps, top, "tab:red", "largest")
+    _curve(ax, steps, mean, "tab:blue", "mean")
+    if min(mean + top) > 0:
+        ax.set_yscale("log")
+    ax.set_title("sampled tokens: vLLM vs trainer")
+    ax.set_ylabel("|log p_vLLM - log p_trainer| (nats)")
+    ax.set_xlabel("optimiser step")
+    ax.legend(loc="best", fontsize=8)
 
 
 def dpo_figure(k: int, curves: dict) -> Figure:

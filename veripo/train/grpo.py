@@ -25,9 +25,11 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from veripo.data import queries
+from veripo.errors import RolloutMismatchError
 from veripo.jsonio import iter_jsonl, read_jsonl, unique_index, write_jsonl
 from veripo.media import checks as media_check
 from veripo.model import policy
+from veripo.model.seeds import sampling_seed
 from veripo.stage_config import GRPOConfig, GRPOJob, PromptSetup, RunContext, write_settings
 from veripo.train import distributed
 from veripo.train.checkpoints import StepCheckpointer, frozen_vision, run_fingerprint, save_checkpoint
@@ -102,7 +104,8 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, prompts: 
     engine = TrainEngine.for_run(model, cfg, run)
     rounds = plan_rounds(records, cfg)
     state = {"round": 0, "metrics": []}
-    generator = torch.Generator(device=policy.model_device(engine.module)).manual_seed(cfg.seed + 1000 * d.rank)
+    generator = torch.Generator(device=policy.model_device(engine.module)).manual_seed(
+        sampling_seed(cfg.seed, run.stage, run.iteration, "rank", d.rank))
     if checkpointer is not None:
         state = checkpointer.restore(engine, generator, state, d)
     bar = progress(total=len(rounds), initial=state["round"], desc=f"grpo {run.stage}") if progress and d.main else None
@@ -130,7 +133,7 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
     with engine.generation_parameters():
         if sampler is not None:
             sampler.sync(model)  # the weights of the last update (or of a restored checkpoint)
-            seeds = [vllm_rollouts.request_seed(cfg.seed, rnd.index, rec["id"]) for rec in mine]
+            seeds = [sampling_seed(cfg.seed, run.stage, run.iteration, "round", rnd.index, rec["id"]) for rec in mine]
             groups = sample_groups_vllm(sampler, processor, mine, Sampling.of(cfg), prompts.templates, prompts.media,
                                         seeds)
         else:
@@ -140,19 +143,33 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
     n_steps = max(1, math.ceil(len(rnd.records) * cfg.rollouts_per_query / cfg.global_batch))
     if groups:  # a rank can get no query in a round's last, short shard
         adv = group_advantages(torch.tensor([[a + f for a, f in zip(g.acc, g.fmt)] for g in groups]), cfg.adv_eps)
+    gaps = []
     with torch.no_grad(), engine.generation_parameters():
         for gi, g in enumerate(groups):
             g.adv = adv[gi]
-            # One optimiser step per round makes old == current: the ratio is exactly 1 then.
-            if n_steps > 1:
-                g.old_logp = _chunked_logprobs(model, g, cfg.micro_batch, cfg.temperature, run.logprob_chunk)
+            # One optimiser step per round makes old == current: the ratio is exactly 1 then, and the old
+            # log-probs are taken only to hold vLLM's against them.
+            if n_steps > 1 or sampler is not None:
+                old = _chunked_logprobs(model, g, cfg.micro_batch, cfg.temperature, run.logprob_chunk)
+                g.old_logp = old if n_steps > 1 else None
+                if sampler is not None:
+                    gaps.append((g.rollouts.logprobs - old).abs()[g.rollouts.mask.bool()])
             if ref is not None:
                 g.ref_logp = _chunked_logprobs(ref, g, cfg.micro_batch, cfg.temperature, run.logprob_chunk)
+    gap = logprob_gap(gaps) if sampler is not None else {}
     rows = [row for g in groups
             for row in rollout_rows(g, run.stage, run.iteration, rnd.index, rnd.epoch, prompts.media)]
     all_rows = [row for part in distributed.gather(rows) for row in part]
     if d.main:
         on_rollouts(all_rows)
+    bound = cfg.max_logprob_gap()
+    if gap and bound is not None and not gap["vllm/logprob_gap_max"] <= bound:
+        raise RolloutMismatchError(
+            f"grpo {run.stage} (iteration {run.iteration}), round {rnd.index}: vLLM's log-probs of the sampled "
+            f"tokens differ from the trainer's by up to {gap['vllm/logprob_gap_max']:.4g} nats (mean "
+            f"{gap['vllm/logprob_gap_mean']:.3g}), above grpo.vllm.max_logprob_gap {bound:g}: the engine did not "
+            f"sample from the weights being trained (a failed weight sync, or its numerics; raise the bound or "
+            f"set it null to go on)")
 
     model.train()
     seqs = [(gi, i) for gi, g in enumerate(groups) for i in range(len(g.texts))]
@@ -193,11 +210,21 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
             "micro_batches": n_batches,
             "reward/accuracy": sum(accs) / len(accs), "reward/format": sum(fmts) / len(fmts),
             "response_length": sum(lengths) / len(lengths),
-            "seconds/sample": t_sample, "seconds/round": time.perf_counter() - t0,
+            "seconds/sample": t_sample, "seconds/round": time.perf_counter() - t0, **gap,
         })
         if d.main:
             log.info("grpo %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics[-1].items()})
     return metrics
+
+
+def logprob_gap(gaps: list[torch.Tensor]) -> dict:
+    """The round's ``vllm/logprob_gap_mean`` and ``vllm/logprob_gap_max``: |vLLM's log-prob - the
+    trainer's| of the sampled tokens (``gaps``: this rank's, one flat tensor per group), over every rank."""
+    local = torch.cat(gaps) if gaps else torch.zeros(0)
+    parts = distributed.gather((float(local.sum()), local.numel(), float(local.max()) if local.numel() else 0.0))
+    n = sum(p[1] for p in parts)
+    return {"vllm/logprob_gap_mean": sum(p[0] for p in parts) / max(1, n),
+            "vllm/logprob_gap_max": max(p[2] for p in parts)}
 
 
 def micro_batches(step: list[tuple[int, int]], micro: int) -> list[tuple[int, list[int]]]:
@@ -310,7 +337,8 @@ def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration
     run = RunContext.of(job, d, stage, iteration)
     sampler = None
     if job.grpo.rollout_backend == "vllm":
-        sampler = vllm_rollouts.VLLMRollouts(model_path, job.dtype, prompts.media, job.grpo.vllm, job.grpo.seed)
+        sampler = vllm_rollouts.VLLMRollouts(model_path, job.dtype, prompts.media, job.grpo.engine_args(),
+                                             sampling_seed(job.grpo.seed, stage, iteration, "engine"))
     engine, metrics = train_grpo(model, processor, records, job.grpo, prompts, run, rollout_log.append,
                                  checkpointer=ckpt, progress=progress, sampler=sampler)
     save_checkpoint(engine, processor, out.model, {"stage": f"grpo_{stage}", "iteration": iteration,
