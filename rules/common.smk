@@ -90,9 +90,10 @@ def run_summary():
 def uses_vllm(rule):
     """Whether the rule's job runs vLLM with this config: GRPO sampling through it, an
     evaluation on it, or its judge (the score's too). "auto" picks vLLM only where it
-    imports: the eval env."""
+    imports: GRPO's auto gets the vLLM env (it holds the trainer's packages too), so a GPU
+    job samples with vLLM; eval's auto keeps the eval env."""
     return {
-        "grpo_train": config["grpo"].get("rollout_backend") == "vllm",
+        "grpo_train": config["grpo"].get("rollout_backend") in ("vllm", "auto"),
         "eval_generate": config["eval"]["backend"] == "vllm",
         "verifier_judge": config["verifier"]["judge"]["backend"] == "vllm",
         # the score's inconsistency rate asks the judge

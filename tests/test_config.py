@@ -23,6 +23,8 @@ def test_default_and_7b_configs_validate():
     assert grpo_stage(merged, 0)["global_batch"] == 128 and grpo_stage(merged, 0)["lr"] == 1e-6
     assert grpo_stage(merged, 1)["lr"] == 1e-6 and grpo_stage(merged, 2)["lr"] == 5e-7
     assert merged["dpo"]["beta"] == 0.1 and merged["dpo"]["global_batch"] == 32
+    # the tiny default samples with our HF sampler; the 7B with vLLM where the job's env and GPU allow it
+    assert default["grpo"]["rollout_backend"] == "hf" and merged["grpo"]["rollout_backend"] == "auto"
 
 
 @pytest.mark.parametrize("mutate,needle", [

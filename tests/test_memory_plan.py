@@ -1,5 +1,6 @@
-"""speed/memory_plan.py: its activation formulas against what a small Qwen2.5-VL really keeps on CPU,
-its shapes and counts against transformers, and its verdicts on the 7B config.
+"""The memory plan (veripo/train/memory_plan.py; speed/memory_plan.py is its command line): its activation
+formulas against what a small Qwen2.5-VL really keeps on CPU, its shapes and counts against transformers,
+its verdicts on the 7B config, and the ZeRO stage ``train.zero_config: auto`` picks.
 
 Tolerance of the measured comparisons: 3%. The formulas count exactly the tensors transformers'
 Qwen2.5-VL decoder layer and vision block save (they agree to the byte today); 3% lets the few-bytes-
@@ -16,11 +17,12 @@ import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import ROOT
+from veripo.train import memory_plan as mp
 
 TOLERANCE = 0.03
-SPEC = importlib.util.spec_from_file_location("memory_plan", ROOT / "speed" / "memory_plan.py")
-mp = sys.modules["memory_plan"] = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(mp)
+SPEC = importlib.util.spec_from_file_location("memory_plan_cli", ROOT / "speed" / "memory_plan.py")
+cli = sys.modules["memory_plan_cli"] = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(cli)
 
 # Small, but with the 7B's structure: GQA (2 query heads per KV head), SwiGLU, untied LM head.
 TEXT = dict(vocab_size=512, hidden_size=256, intermediate_size=704, num_attention_heads=4, num_key_value_heads=2,
@@ -201,9 +203,81 @@ def test_the_7b_config_fits_16_gpus_of_80_gb_with_margin(capsys):
     assert mp.not_fitting(mp.plan(seven_b(), fallback), fallback) == []
     argv = ["--configfile", str(ROOT / "config.yaml"), str(ROOT / "configs" / "qwen25vl-7b.yaml"),
             "--gpus", "16", "--gpu-gb", "80"]
-    assert mp.main(argv) == 0
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "ZeRO-3" in out and "gradient checkpointing True" in out and "DOES NOT FIT" not in out
+    assert "zero_config auto: grpo_train ZeRO-2" in out and "dpo_train ZeRO-2" in out
+    assert "gradient checkpointing True" in out and "DOES NOT FIT" not in out
+
+
+def test_zero_config_auto_picks_zero2_where_it_fits_with_margin():
+    """The 7B config (zero_config auto) gets ZeRO-2 on 80 GB cards at its 16 (GRPO) and 8 (DPO) GPUs, ZeRO-3
+    where ZeRO-2's whole weights and sharded optimiser do not fit the 15% margin (40 GB cards; one GPU,
+    where nothing is sharded), and ZeRO-2 without a GPU (nothing to fit: the CPU default's stage)."""
+    def choices(config, **settings):
+        return {rule: choice for rule, (_, choice) in mp.training_jobs(config, mp.Settings(**settings)).items()}
+
+    config = seven_b()
+    assert config["train"]["zero_config"] == "auto"
+    for rule, c in choices(config, gpu_gb=80, gpus=16).items():
+        assert (c.stage, c.zero_config) == (2, "configs/deepspeed/zero2.json"), (rule, c)
+        assert c.peak_gib[2] <= c.budget_gib == 0.85 * 80, (rule, c)
+    assert {r: c.stage for r, c in choices(config, gpu_gb=40, gpus=16).items()} == {"grpo_train": 3, "dpo_train": 3}
+    one = mp.merge(config, {"resources": {"dpo_train": {"nodes": 1, "procs_per_node": 1}}})
+    assert {r: c.stage for r, c in choices(one, gpu_gb=141, gpus=1).items()} == {"grpo_train": 3, "dpo_train": 3}
+    plans = {rule: at for rule, (at, _) in mp.training_jobs(config, mp.Settings()).items()}
+    none = mp.choose_zero_config(plans["grpo_train"], None)
+    assert (none.stage, none.reason) == (2, "no GPU: nothing to fit, ZeRO-2")
+    # a bigger token budget per forward is what tips the choice
+    big = mp.merge(config, {"grpo": {"micro_batch": 64, "micro_batch_tokens": 65536}})
+    assert choices(big, gpu_gb=80, gpus=16)["grpo_train"].stage == 3
+
+
+def test_token_budget_bounds_the_update_activations():
+    """A forward of micro_batch_tokens carries at most that many tokens (fractional sequences of the
+    longest length), at least one sequence, and no more than micro_batch sequences."""
+    assert mp.sequences_per_forward(4608, 8, 16384) == pytest.approx(16384 / 4608)
+    assert mp.sequences_per_forward(4608, 8, 1000) == 1 and mp.sequences_per_forward(100, 8, 16384) == 8
+    assert mp.sequences_per_forward(4608, 4, None) == 4
+    jobs = {budget: {j.name: j for j in mp.plan(seven_b(train={"zero_config": "configs/deepspeed/zero3.json"},
+                                                              grpo={"micro_batch_tokens": budget}))}
+            for budget in (4608, 9216, 18432)}
+    per = [activations(jobs[b]["grpo_train: update"]) for b in (4608, 9216, 18432)]
+    assert per[1] == pytest.approx(2 * per[0], rel=1e-6) and per[2] == pytest.approx(4 * per[0], rel=1e-6)
+
+
+def test_the_colocated_vllm_engine_has_its_share_awake_and_an_allowance_asleep(capsys):
+    """grpo.rollout_backend auto (the 7B config) plans vLLM: gpu_memory_utilization of the card while it
+    samples (its weights + KV cache), VLLM_ASLEEP while the trainer scores and updates."""
+    settings = mp.Settings(gpu_gb=80, gpus=16)
+    zero3 = {"train": {"zero_config": "configs/deepspeed/zero3.json"}}  # one engine whatever the engine's share
+    jobs = {j.name: j for j in mp.plan(seven_b(**zero3), settings)}
+    assert "grpo_train: sample" not in jobs
+    engine = [t for t in jobs["grpo_train: sample (vLLM)"].terms if t.name.startswith("vLLM engine")]
+    assert sum(t.bytes for t in engine) == pytest.approx(0.4 * 80 * mp.GIB)
+    assert engine[0].bytes == 2 * 8_292_166_656  # its own bf16 copy of every weight
+    fallback = {j.name: j for j in mp.plan(seven_b(**zero3), mp.Settings(gpu_gb=80, gpus=16, rollouts="hf"))}
+    assert not any(t.name.startswith("vLLM") for j in fallback.values() for t in j.terms)
+    for name in ("grpo_train: score", "grpo_train: update"):
+        assert jobs[name].total - fallback[name].total == mp.VLLM_ASLEEP
+    # the trainer's side of sampling is the same either way; our sampler's KV cache and prefill are gone
+    trainer = {t.name for t in fallback["grpo_train: sample"].terms} - {t.name for t in engine}
+    assert {t.name for t in jobs["grpo_train: sample (vLLM)"].terms} - {t.name for t in engine} < trainer
+    # without sleep mode the engine keeps its whole share through scoring and the update
+    awake = {j.name: j for j in mp.plan(seven_b(grpo={"vllm": {"enable_sleep_mode": False}}, **zero3), settings)}
+    assert awake["grpo_train: update"].total - fallback["grpo_train: update"].total == pytest.approx(32 * mp.GIB)
+    # zero_config auto (the 7B config) counts the engine too: ZeRO-2 still fits beside it on 80 GB
+    assert "grpo_train ZeRO-2 (ZeRO-2 fits" in "\n".join(mp.describe(seven_b(), settings))
+    # vLLM's default share (0.9) beside the trainer does not fit: the config must set it
+    unset = seven_b()
+    del unset["grpo"]["vllm"]["gpu_memory_utilization"]
+    assert [j.name for j in mp.not_fitting(mp.plan(unset, settings), settings)] == ["grpo_train: sample (vLLM)"]
+    assert cli.main(["--configfile", str(ROOT / "config.yaml"), str(ROOT / "configs" / "qwen25vl-7b.yaml"),
+                    "--gpus", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "grpo rollouts: a colocated vLLM engine (grpo.rollout_backend auto" in out
+    assert "67 rollouts of 2560 + 2048 tokens at once" in out  # a rank's round: 64 / 16 queries x G 8 = 32
+    tiny = mp.plan(mp.load_config([str(ROOT / "config.yaml")]))
+    assert "grpo_train: sample" in {j.name for j in tiny}  # the tiny default: our sampler
 
 
 def test_gradient_checkpointing_lowers_the_activations():
@@ -217,7 +291,7 @@ def test_an_oversized_setting_is_reported_and_fails(tmp_path, capsys):
     over = tmp_path / "over.yaml"
     over.write_text(yaml.safe_dump({"grpo": {"micro_batch": 64}, "train": {"gradient_checkpointing": False}}))
     argv = ["--configfile", str(ROOT / "config.yaml"), str(ROOT / "configs" / "qwen25vl-7b.yaml"), str(over)]
-    assert mp.main(argv) == 1
+    assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("memory_plan: grpo_train: update needs")
     assert "dpo_train: update needs" in err[0]  # checkpointing off: DPO's pair does not fit either

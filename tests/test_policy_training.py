@@ -170,7 +170,7 @@ def test_dpo_scores_the_token_ids_the_pair_carries(tiny_policy, video_set, templ
     ids = processor.tokenizer("<think>so the answer is", add_special_tokens=False)["input_ids"]
     pair = {"query_id": rec["id"], "query": rec, "chosen": "unused", "rejected": "unused",
             "chosen_ids": ids + [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")], "rejected_ids": ids}
-    toks, mask = enc.completions(pair)
+    toks, mask = enc.completions([pair])
     assert toks[0, : len(ids) + 1].tolist() == pair["chosen_ids"] and int(mask[0].sum()) == len(ids) + 1
     assert toks[1, : len(ids)].tolist() == ids and int(mask[1].sum()) == len(ids)  # no EOS added
     c, r, _ = dpo.summed_logprobs(model, enc, pair)

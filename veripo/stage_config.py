@@ -137,7 +137,9 @@ class TrainConfig(Section):
     engine: Literal["deepspeed", "torch"] = doc("deepspeed (ZeRO; any number of processes, CPU or GPU) or "
                                                 "torch (plain AdamW, one process)")
     zero_config: str = doc("DeepSpeed JSON (ZeRO stage, offload), relative to the repository or absolute; "
-                           "read with engine deepspeed")
+                           "read with engine deepspeed. auto: per job, configs/deepspeed/zero2.json where the "
+                           "memory plan (veripo/train/memory_plan.py) says the job fits its GPUs with margin at "
+                           "ZeRO-2, else zero3.json; the job logs its choice and writes it to settings.json")
     master_port: int = doc("rendezvous port on the first node: read by the launcher (veripo/train/launch.py), "
                            "not by the loops")
     gradient_checkpointing: bool = doc("recompute each decoder layer's activations in the backward instead of "
@@ -212,11 +214,13 @@ class GRPOConfig(Section):
 
     SECTION: ClassVar[str] = "grpo"
     rollouts_per_query: int = doc("G: rollouts sampled per query, the group whose rewards are normalised")
-    rollout_backend: Literal["hf", "vllm"] = doc("who samples the rollouts: our HF sampler, or a colocated vLLM "
-                                                 "engine given the new weights before every round "
-                                                 "(veripo/model/vllm_rollouts.py)", default="hf")
+    rollout_backend: Literal["hf", "vllm", "auto"] = doc(
+        "who samples the rollouts: our HF sampler, or a colocated vLLM engine given the new weights before "
+        "every round (veripo/model/vllm_rollouts.py); auto: vllm when it imports and a GPU is present, else hf "
+        "(veripo/model/backend.py; the job logs and writes to settings.json which ran)", default="hf")
     vllm: dict = doc("vllm.LLM arguments of the rollout engine (gpu_memory_utilization: its share of the GPU "
-                     "next to the trainer; max_model_len; enforce_eager; ...), plus max_logprob_gap, ours, not "
+                     "next to the trainer; enable_sleep_mode: on by default on CUDA; max_model_len; "
+                     "enforce_eager; ...), plus max_logprob_gap, ours, not "
                      "the engine's: the largest |vLLM's log-prob - the trainer's| of a sampled token a round may "
                      "show before the job stops (None: no bound; absent: MAX_LOGPROB_GAP); see engine_args",
                      default_factory=dict)
@@ -228,7 +232,11 @@ class GRPOConfig(Section):
     adv_eps: float = doc("added to the group's reward standard deviation before dividing by it")
     format_weight: float = doc("format reward of a well-formed rollout (accuracy reward is 0 or 1)")
     freeze_vision: bool = doc("keep the vision tower frozen")
-    micro_batch: int = doc("sequences per forward/backward")
+    micro_batch: int = doc("most rollouts per forward/backward (all of one group: they share the prompt)")
+    micro_batch_tokens: int | None = doc("most prompt + completion tokens per forward/backward: a forward takes "
+                                         "as many of a group's rollouts as fit (rollouts x (prompt + longest "
+                                         "completion among them)), within micro_batch; a rollout over it alone "
+                                         "gets a forward of its own. None: micro_batch rollouts", default=None)
     grad_clip: float = doc("gradient norm clip")
     weight_decay: float = doc("AdamW weight decay")
     seed: int = doc("seeds query order (per epoch), the split of rounds into steps and, with the stage and "
@@ -362,6 +370,10 @@ class DPOConfig(Section):
     checkpoint_every: int = doc("steps between step checkpoints (not part of the trajectory)")
     heldout_fraction: float = doc("share of the queries whose pairs are kept out of training and measured "
                                   "before and after (heldout.json)")
+    micro_batch_tokens: int | None = doc("most prompt + completion tokens per forward/backward: a forward takes "
+                                         "as many pairs of one query as fit (2 x pairs x (prompt + longest side)); "
+                                         "a pair over it alone gets a forward of its own. None: one pair per "
+                                         "forward", default=None)
     min_pairs: int = doc("read by the workflow's DPO gate (veripo/verify/gate.py), not by the loop: fewer "
                          "pairs than this stop the workflow or skip the stage ...")
     on_too_few_pairs: Literal["stop", "skip"] = doc("... as this says (gate, not loop): skip saves the GRPO "

@@ -12,7 +12,8 @@ gradient checkpointing recomputes (so checkpointing shows as a lower MFU, its re
 The frozen vision tower's features are computed once per query and cached (outside the timed passes of
 fwd_bwd; inside a GRPO round's sampling), so its FLOPs are not in a training forward. Embedding lookups
 and norms count nothing. Decoding is memory-bound: it is reported as tokens/s and
-ms per step, not as MFU.
+ms per step, not as MFU, next to its floor: every decoder weight read once per step at the card's memory
+bandwidth (H200 4.8 TB/s, H100 SXM 3.35; ``MEMORY_BANDWIDTH_TBS`` overrides).
 """
 from __future__ import annotations
 
@@ -38,6 +39,41 @@ def peak_tflops() -> float | None:
         return None
     name = torch.cuda.get_device_name(0)
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+# Spec HBM bandwidth (TB/s), the most specific name first (an "H100 PCIe" is not an SXM card).
+MEMORY_BANDWIDTH_TBS = (("H200", 4.8), ("H100 NVL", 3.9), ("H100 PCIe", 2.0), ("H100", 3.35),
+                        ("A100-SXM4-80GB", 2.039), ("A100 80GB PCIe", 1.935), ("A100", 1.555))
+
+
+def memory_bandwidth_tbs() -> float | None:
+    """The card's memory bandwidth (TB/s), or None (CPU, an unknown card)."""
+    if os.environ.get("MEMORY_BANDWIDTH_TBS"):
+        return float(os.environ["MEMORY_BANDWIDTH_TBS"])
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(0)
+    return next((v for k, v in MEMORY_BANDWIDTH_TBS if k in name), None)
+
+
+def decoder_weight_bytes(model) -> int:
+    """Bytes a decode step reads from the weights: every text-decoder layer's parameters and the LM head
+    (the embedding is looked up for one token per row; the vision tower does not run)."""
+    layers = model.model.language_model.layers.parameters()
+    return sum(_numel(p) * p.element_size() for p in [*layers, model.lm_head.weight])
+
+
+def weight_read_seconds(weight_bytes: int) -> float | None:
+    """The decode step's floor: its weights read once at the card's memory bandwidth (None without one)."""
+    bw = memory_bandwidth_tbs()
+    return weight_bytes / (bw * 1e12) if bw else None
+
+
+def kv_bytes_per_token(model) -> int:
+    """Bytes of keys and values one token keeps in the KV cache, all layers."""
+    c = model.config.text_config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * model.lm_head.weight.element_size()
 
 
 def sync() -> None:

@@ -4,10 +4,13 @@
 # one failure (or a hang) does not stop the rest:
 #   preflight  versions, the GPU, the carried packages; the model's size and the video prompt's tokens
 #   fwd_bwd    bf16 forward+backward of policy.completion_logprobs with the video, checkpointing off/on
-#   sampler    greedy policy.sample and batch_generate.generate == HF generate (fp32, small shapes);
-#              bf16 agreement at the full shape; decode tokens/s of a group of 8
-#   grpo       one GRPO step (train_grpo) on DeepSpeed ZeRO-3 (configs/deepspeed/zero3.json), world 1
-#   dpo        one DPO step (train_dpo), likewise
+#   sampler    greedy policy.sample (CUDA graphs and eager) and batch_generate.generate == HF generate
+#              (fp32, small shapes); bf16 agreement at the full shape; decode ms/step and tok/s of groups of
+#              8, 32 and 64 (eager and CUDA graphs), each against the weight-read floor
+#   grpo       two GRPO rounds (train_grpo, forwards packed as the 7B config packs them) on DeepSpeed ZeRO-2,
+#              then ZeRO-3, world 1, as many text layers as ZeRO-2 fits (TRAIN_LAYERS): the second round's
+#              update MFU and each stage's peak memory next to the memory plan's prediction
+#   dpo        two DPO steps (train_dpo), likewise
 #   engines    one step of 3 uneven micro-batches on torch AdamW, ZeRO-2 and ZeRO-3 from the same weights
 #              (small shape, bf16; fp32 on cpu): the gradient norms agree (ratio to torch's), as do the weights
 # Results: $OUT/summary.json (every step's numbers and errors), $OUT/summary.txt (the lines printed at the
@@ -18,8 +21,8 @@
 #
 # Knobs (environment): SHAPE (3b | 7b | tiny), DEVICE (cuda | cpu), OUT, BUDGET (s; a step is skipped when
 # less than half its limit is left), PYTHON (default: the repo's .venv, else python3), TRAIN_LAYERS, FWD_N,
-# FWD_T, LOGPROB_CHUNK, SAMPLER_TOKENS, DECODE_G, DECODE_TOKENS, GRPO_G, GRPO_TOKENS, DPO_TOKENS,
-# ENGINES_TOKENS, PEAK_TFLOPS
+# FWD_T, LOGPROB_CHUNK, SAMPLER_TOKENS, DECODE_G (comma list), DECODE_TOKENS, GRPO_G, GRPO_TOKENS, DPO_TOKENS,
+# ENGINES_TOKENS, PEAK_TFLOPS, MEMORY_BANDWIDTH_TBS
 # (see steps.py).
 # Without deepspeed or av importable, the wheels in WHEELS (default speed/gpu/wheels/, made by
 # fetch_wheels.sh) are installed with pip --no-index --no-deps into a scratch folder put on PYTHONPATH.

@@ -37,7 +37,6 @@ import fixture  # noqa: E402
 import measure  # noqa: E402
 from measure import Result, Timer  # noqa: E402
 
-ZERO_CONFIG = "configs/deepspeed/zero3.json"
 PROBE = "model.language_model.layers.0.mlp.down_proj.weight"  # a trained weight
 VISION_PROBE = "model.visual.blocks.0.mlp.down_proj.weight"  # frozen in GRPO and DPO
 
@@ -221,18 +220,20 @@ def _compare(hf: torch.Tensor, ours) -> dict:
 
 
 def _three_way(model, prompt, steps: int, pad_id: int) -> dict:
-    """HF greedy against each of our samplers; each sampler's failure is recorded beside the other's
-    result, then raised (the part fails)."""
+    """HF greedy against each of our samplers (``policy.sample`` with its default, CUDA graphs on a GPU, and
+    eager); each sampler's failure is recorded beside the others' results, then raised (the part fails)."""
     from veripo.model import batch_generate, policy
 
     hf = _hf_greedy(model, prompt, steps, pad_id)
     ours = {"policy_sample": lambda: policy.sample(model, prompt, 1, steps, temperature=0.0, pad_id=pad_id),
+            "policy_sample_eager": lambda: policy.sample(model, prompt, 1, steps, temperature=0.0, pad_id=pad_id,
+                                                         graphs="off"),
             "batch_generate": lambda: batch_generate.generate(model, [prompt], steps, temperature=0.0, pad_id=pad_id)}
     out, errors = {}, []
     for name, run_sampler in ours.items():
         try:
             out[name] = _compare(hf, run_sampler())
-        except Exception as exc:  # noqa: BLE001 - recorded, and raised below once both have run
+        except Exception as exc:  # noqa: BLE001 - recorded, and raised below once all have run
             traceback.print_exc()
             out[name] = {"equal": False, "error": measure.error_text(exc)}
             errors.append(f"{name}: {out[name]['error']}")
@@ -258,13 +259,12 @@ def _fill(out: dict, compare) -> None:
 
 
 def sampler(run: Run, r: Result) -> None:
-    """Greedy ``policy.sample`` and ``batch_generate.generate`` against HF ``generate``: token-identical in
-    fp32 at small shapes; their agreement in bf16 at the full shape; decode tokens/s of a group."""
-    from veripo.model import policy
-
-    steps = run.env_int("SAMPLER_TOKENS", 48, 16)
-    group, decode = run.env_int("DECODE_G", 8, 4), run.env_int("DECODE_TOKENS", 256, 16)
-    r.update(greedy_tokens=steps, decode_group=group, decode_tokens=decode)
+    """Greedy ``policy.sample`` (CUDA graphs on a GPU, and eager) and ``batch_generate.generate`` against HF
+    ``generate``: token-identical in fp32 at small shapes; their agreement in bf16 at the full shape; decode
+    ms/step and tok/s of groups of 8, 32 and 64 against the weight-read floor (``_decode_rows``)."""
+    groups = [int(g) for g in (os.environ.get("DECODE_G") or ("8,32,64" if run.gpu else "2,4,8")).split(",")]
+    steps, decode = run.env_int("SAMPLER_TOKENS", 48, 16), run.env_int("DECODE_TOKENS", 128, 16)
+    r.update(greedy_tokens=steps, decode_groups=groups, decode_tokens=decode)
     model = None
     with r.part("identity_fp32") as out:
         small = fixture.small_shape(run.shape)
@@ -280,46 +280,75 @@ def sampler(run: Run, r: Result) -> None:
             out["shape"] = run.shape
             _fill(out, lambda: _three_way(model, _encode(processor, record, media), steps,
                                           processor.tokenizer.pad_token_id))
-    with r.part("decode") as out:
-        if model is None:
-            raise RuntimeError("no model: the part that builds it failed")
-        prompt = _encode(processor, record, media)
-        pad = processor.tokenizer.pad_token_id
-        model.eval()
+    if model is None:
+        raise RuntimeError("no model for the decode rows: the part that builds it failed")
+    _decode_rows(run, r, model, processor, _encode(processor, record, media), decode, groups)
 
-        def sample(g: int, tokens: int, seed: int):
-            # eos_ids=[-1]: no row stops early, every step decodes the whole group
-            return policy.sample(model, prompt, g, tokens, temperature=1.0, eos_ids=[-1], pad_id=pad,
-                                 generator=torch.Generator(device=run.device).manual_seed(seed))
 
-        sample(group, 4, 0)
-        measure.reset_peak()
-        with Timer() as t_prefill:
-            sample(group, 1, 1)
-        with Timer() as t:
-            ro = sample(group, decode, 2)
-        steps_done = ro.tokens.shape[1]
-        # per step of the whole call, prefill included (prefill_seconds is a call that decodes one token):
-        # a difference of two timed calls would be noise-dominated on a loaded CPU
-        per_step = t.seconds / steps_done
-        out.update(shape=run.shape if run.gpu else fixture.small_shape(run.shape), prompt_tokens=prompt.length,
-                   group=group, new_tokens=steps_done, seconds=round(t.seconds, 3),
-                   prefill_seconds=round(t_prefill.seconds, 3), ms_per_step=round(1000 * per_step, 2),
-                   tokens_per_s=round(group * steps_done / t.seconds, 1), peak_gib=measure.peak_gib())
+def _decode_rows(run: Run, r: Result, model, processor, prompt, new_tokens: int, groups: list[int]) -> None:
+    """Decode ms/step and tok/s of each group size (one part each), every mode the device has: eager, and
+    on CUDA the default (``graphs="auto"``: CUDA graphs). Seeded sampling with no EOS, so every step
+    decodes the whole group; per step = (a call decoding ``new_tokens`` - a call decoding 1) / the steps
+    in between, so the prefill is left out (on a loaded CPU, where that difference is noise, the whole
+    call / its tokens). Next to it, the weight-read floor: the decoder's weights read once per step at the
+    card's memory bandwidth (``measure.memory_bandwidth_tbs``), and the KV cache a step reads on average."""
+    from veripo.model import decode as decoder
+    from veripo.model import policy
+
+    pad = processor.tokenizer.pad_token_id
+    model.eval()
+    weight_bytes = measure.decoder_weight_bytes(model)
+    floor_s = measure.weight_read_seconds(weight_bytes)
+    kv_per_token = measure.kv_bytes_per_token(model)
+    r.update(decode_weight_bytes=weight_bytes, memory_bandwidth_tbs=measure.memory_bandwidth_tbs(),
+             weight_read_ms=None if floor_s is None else round(1000 * floor_s, 3))
+
+    def sample(g: int, tokens: int, seed: int, graphs: str):
+        # eos_ids=[-1]: no row stops early, every step decodes the whole group
+        return policy.sample(model, prompt, g, tokens, temperature=1.0, eos_ids=[-1], pad_id=pad, graphs=graphs,
+                             generator=torch.Generator(device=run.device).manual_seed(seed))
+
+    modes = ("off", "auto") if run.gpu else ("off",)
+    sample(groups[0], 4, 0, "off")  # vision features cached, kernels loaded
+    for g in groups:
+        with r.part(f"decode_g{g}") as out:
+            out.update(shape=run.shape if run.gpu else fixture.small_shape(run.shape), prompt_tokens=prompt.length,
+                       group=g, rows=[])
+            for graphs in modes:
+                measure.reset_peak()
+                with Timer() as t_prefill:
+                    sample(g, 1, 1, graphs)
+                with Timer() as t:
+                    ro = sample(g, new_tokens, 2, graphs)
+                steps = ro.tokens.shape[1]
+                per_step = (t.seconds - t_prefill.seconds) / max(steps - 1, 1)
+                if per_step <= 0:
+                    per_step = t.seconds / steps
+                ran = "graphs" if graphs == "auto" and run.gpu and not decoder._graphs_failed else "eager"
+                kv_gb = g * (prompt.length + steps / 2) * kv_per_token / 1e9
+                out["rows"].append({
+                    "group": g, "mode": ran, "new_tokens": steps, "seconds": round(t.seconds, 3),
+                    "prefill_seconds": round(t_prefill.seconds, 3), "ms_per_step": round(1000 * per_step, 3),
+                    "tokens_per_s": round(g / per_step, 1), "kv_read_gb": round(kv_gb, 3),
+                    "floor_ratio": None if floor_s is None else round(per_step / floor_s, 2),
+                    "peak_gib": measure.peak_gib()})
+                r.save()
 
 
 # --- GRPO and DPO through the engine -------------------------------------------------------------------
 
 class Timeline:
-    """How long TrainEngine took to initialise, and the training window of a loop: from its last
-    ``model.train()`` (both loops call it right before their forward/backward passes) to the return of
-    ``engine.step``. Wraps TrainEngine's methods and the model's ``train`` in this process only."""
+    """How long TrainEngine took to initialise, and the training window of a loop's last optimiser step:
+    from its last ``model.train()`` (both loops call it right before their forward/backward passes) or the
+    step before, whichever came later, to the return of ``engine.step``. Wraps TrainEngine's methods once,
+    and each ``watch``ed model's ``train``, in this process only."""
 
-    def __init__(self, model):
+    def __init__(self):
         from veripo.train.engine import TrainEngine
 
-        self.init_s = self.train_start = self.step_end = None
-        init, step, train = TrainEngine.__init__, TrainEngine.step, model.train
+        self.init_s = self.train_start = None
+        self.step_ends: list[float] = []
+        init, step = TrainEngine.__init__, TrainEngine.step
         timeline = self
 
         def timed_init(engine, *a, **kw):
@@ -330,21 +359,26 @@ class Timeline:
         def timed_step(engine):
             norm = step(engine)
             measure.sync()
-            timeline.step_end = time.perf_counter()
+            timeline.step_ends.append(time.perf_counter())
             return norm
+
+        TrainEngine.__init__, TrainEngine.step = timed_init, timed_step
+
+    def watch(self, model) -> None:
+        self.init_s, self.train_start, self.step_ends = None, None, []
+        train = model.train
 
         def marked_train(mode: bool = True):
             if mode:
                 measure.sync()
-                timeline.train_start = time.perf_counter()
+                self.train_start = time.perf_counter()
             return train(mode)
 
-        TrainEngine.__init__, TrainEngine.step = timed_init, timed_step
         model.train = marked_train
 
     @property
     def train_seconds(self) -> float:
-        return self.step_end - self.train_start
+        return self.step_ends[-1] - max(self.train_start, *self.step_ends[-2:-1])
 
 
 def alternating_reward():
@@ -371,11 +405,12 @@ def _moved(before: dict, engine) -> dict:
             "max_abs_change": float(diff[PROBE].max()), "vision_unchanged": bool(diff[VISION_PROBE].max() == 0)}
 
 
-def _run_context(run: Run, stage: str):
-    """The loops' RunContext as the 7B config sets it: ZeRO-3, checkpointing on, chunked log-probs."""
+def _run_context(run: Run, stage: str, zero_config: str):
+    """The loops' RunContext as the 7B config sets it (checkpointing on, chunked log-probs) on DeepSpeed
+    with ``zero_config``."""
     from veripo.stage_config import RunContext
 
-    return RunContext(stage=stage, iteration=0, engine="deepspeed", zero_config=ZERO_CONFIG,
+    return RunContext(stage=stage, iteration=0, engine="deepspeed", zero_config=zero_config,
                       dtype="bfloat16" if run.gpu else "float32", gradient_checkpointing=True,
                       logprob_chunk=run.logprob_chunk)
 
@@ -386,91 +421,198 @@ def _prompt_setup(media: dict):
     return PromptSetup(fixture.templates(), media)
 
 
-def _train_model(run: Run):
-    layers = int(os.environ["TRAIN_LAYERS"]) if os.environ.get("TRAIN_LAYERS") else None
-    return _policy_inputs(run, run.shape, run.dtype, layers)
+def _config_7b(section: str) -> dict:
+    return fixture._config_yaml(fixture.ROOT / "configs" / "qwen25vl-7b.yaml")[section]
 
 
-def _train_rate(model, n: int, prompt, completion_len: int, seconds: float) -> dict:
-    """Tokens/s and MFU of a loop's training window: n sequences' forward+backward and the optimiser step."""
-    flops = 3 * measure.forward_flops(model, n, prompt.length, completion_len)
-    tokens = n * (prompt.length + completion_len)
-    return {"train_seconds": round(seconds, 3), "train_tokens": tokens,
+def _update_plan(run: Run, tok, layers: int, prompt, G: int, new: int, dpo_side: int) -> dict:
+    """{"grpo": jobs_at(zero), "dpo": jobs_at(zero)}: the memory plan (veripo/train/memory_plan.py) of the
+    two loops as these steps run them, at world 1, for the run's shape with ``layers`` text layers and
+    this very prompt (its tokens and vision patches)."""
+    from dataclasses import replace
+
+    from veripo.train import memory_plan as mp
+
+    job = {"media": fixture.media(run.shape), "dtype": "bfloat16" if run.gpu else "float32",
+           "train": {"gradient_checkpointing": True, "logprob_chunk": run.logprob_chunk}}
+    config = fixture.model_config(fixture.shape(run.shape, layers), tok).to_dict()
+    s, t = mp.job_setup(config, job, 1, "sdpa", True)
+    t = replace(t, prompt=prompt.length, patches=int(prompt.media["video_grid_thw"].prod(-1).sum()))
+    g, d = _config_7b("grpo"), _config_7b("dpo")
+    return {"grpo": lambda z: mp.grpo_jobs(s, t, z, G, new, g["micro_batch"], g["micro_batch_tokens"], 0.0),
+            "dpo": lambda z: mp.dpo_jobs(s, t, z, dpo_side, d["micro_batch_tokens"])}
+
+
+def _train_layers(run: Run, tok, prompt, G: int, new: int, dpo_side: int) -> int:
+    """TRAIN_LAYERS, else the most text layers of the shape with which both loops fit this GPU under
+    ZeRO-2 at world 1 by the memory plan (15% margin), so ZeRO-2 and ZeRO-3 run the same model; on a CPU
+    the shape's own. (At world 1 nothing is sharded: the 7B's fp32 master weights and moments alone
+    take 100 GB, so all 28 layers fit no single card under ZeRO-2.)"""
+    from veripo.train import memory_plan as mp
+
+    if os.environ.get("TRAIN_LAYERS"):
+        return int(os.environ["TRAIN_LAYERS"])
+    full = fixture.shape(run.shape).layers
+    if not run.gpu:
+        return full
+    budget = torch.cuda.get_device_properties(0).total_memory * (1 - mp.MARGIN)
+    zero2 = mp.zero_from_json(mp.ZERO_CONFIGS[2])
+    for layers in range(full, 0, -1):
+        plans = _update_plan(run, tok, layers, prompt, G, new, dpo_side)
+        if all(job.total <= budget for at in plans.values() for job in at(zero2)):
+            return layers
+    return 1
+
+
+def _planned(jobs: list) -> dict:
+    """The plan's largest phase (and its update) less the fixed CUDA context, which
+    torch.cuda.max_memory_allocated does not see: what a peak_gib is held against."""
+    from veripo.train import memory_plan as mp
+
+    def allocated(job):
+        return (job.total - mp.RUNTIME_OVERHEAD) / 2**30
+
+    peak = max(jobs, key=allocated)
+    update = next(j for j in jobs if j.name.endswith(": update"))
+    return {"plan_peak_gib": round(allocated(peak), 2), "plan_peak_phase": peak.name,
+            "plan_update_gib": round(allocated(update), 2)}
+
+
+def _train_rate(model, prompt_len: int, completions: list[int], forwards: int, seconds: float) -> dict:
+    """Tokens/s and MFU of a loop's training window: the forward+backward of every sequence (its prompt
+    and its own completion; padding counts nothing) and the optimiser step, in ``forwards`` forwards."""
+    flops = 3 * sum(measure.forward_flops(model, 1, prompt_len, c) for c in completions)
+    tokens = sum(prompt_len + c for c in completions)
+    return {"train_seconds": round(seconds, 3), "train_tokens": tokens, "train_forwards": forwards,
             "train_tokens_per_s": round(tokens / seconds, 1), **measure.rate(flops, seconds)}
 
 
+ZERO_STAGES = ("zero2", "zero3")
+
+
+def _update_parts(run: Run, r: Result, loop) -> None:
+    """``loop(model, processor, record, media, run_context, prompt, timeline) -> (engine, what it measured)``
+    once per ZeRO stage (a part each, from the same random weights), with the memory plan's prediction
+    beside each measured peak."""
+    from veripo.train import memory_plan as mp
+
+    G, new, side = run.env_int("GRPO_G", 8, 4), run.env_int("GRPO_TOKENS", 128, 8), run.env_int("DPO_TOKENS", 256, 8)
+    tok = fixture.build_tokenizer()
+    media = fixture.media(run.shape)
+    processor = fixture.build_processor(tok, media)
+    record = fixture.video_record(run.work, run.shape)
+    layers = _train_layers(run, tok, _encode(processor, record, media), G, new, side)
+    r.update(train_layers=layers)
+    timeline = Timeline()
+    for kind in ZERO_STAGES:
+        with r.part(kind) as out:
+            model = fixture.build_model(fixture.shape(run.shape, layers), tok, run.device, run.dtype)
+            prompt = _encode(processor, record, media)
+            if "params" not in r:
+                r.update(_params(model))
+                _warm_up(model, prompt)
+            zero = mp.ZERO_CONFIGS[int(kind[-1])]
+            planned = _planned(_update_plan(run, tok, layers, prompt, G, new, side)[r["step"]](
+                mp.zero_from_json(zero)))
+            timeline.watch(model)
+            before = _probes(model)
+            measure.reset_peak()
+            with Timer() as t:
+                engine, found = loop(model, processor, record, media, _run_context(run, r["step"], zero), prompt,
+                                     timeline)
+            out.update(zero_config=zero, zero_stage=engine.zero_stage, seconds=round(t.seconds, 2),
+                       ds_init_seconds=round(timeline.init_s, 2), **found,
+                       peak_gib=measure.peak_gib(), **planned, **_moved(before, engine))
+            if isinstance(out["peak_gib"], float):
+                out["peak_over_plan"] = round(out["peak_gib"] / out["plan_peak_gib"], 3)
+            del engine, model
+            if run.gpu:
+                torch.cuda.empty_cache()
+
+
+def _warm_up(model, prompt) -> None:
+    """One small forward+backward outside the timed window, so that the first ZeRO stage measured does not
+    pay the process's one-time costs (kernel selection, library handles) the second one would not."""
+    from veripo.model import policy
+
+    toks = torch.zeros(2, 16, dtype=torch.long)
+    policy.completion_logprobs(model, prompt, toks, torch.ones_like(toks)).sum().backward()
+    model.zero_grad(set_to_none=True)
+    prompt.features.clear()  # the vision features it cached belong to this model
+
+
 def grpo(run: Run, r: Result) -> None:
-    """One GRPO round of one video query (G rollouts, one optimiser step in two micro-batches) through
-    ``veripo.train.grpo.train_grpo`` on DeepSpeed ZeRO-3, world size 1, gradient checkpointing on."""
+    """Two GRPO rounds of one video query each (G rollouts, one optimiser step, its forwards packed as the
+    7B config packs them: grpo.micro_batch and micro_batch_tokens) through ``veripo.train.grpo.train_grpo``
+    on DeepSpeed ZeRO-2, then ZeRO-3, world size 1, gradient checkpointing on: the second round's update
+    (the first one's pays one-time costs) timed for its MFU, and the peak memory of both under each stage,
+    next to the memory plan's prediction."""
     from veripo.stage_config import GRPOConfig
     from veripo.train import grpo as grpo_loop
 
     G, max_new = run.env_int("GRPO_G", 8, 4), run.env_int("GRPO_TOKENS", 128, 8)
-    model, processor, record, media = _train_model(run)
-    r.update(_params(model), group=G, max_new_tokens=max_new, zero_config=ZERO_CONFIG, gradient_checkpointing=True,
+    g7 = _config_7b("grpo")
+    r.update(group=G, max_new_tokens=max_new, micro_batch=g7["micro_batch"],
+             micro_batch_tokens=g7["micro_batch_tokens"], gradient_checkpointing=True,
              logprob_chunk=run.logprob_chunk)
-    before = _probes(model)
     alternating_reward()
-    timeline = Timeline(model)
     cfg = GRPOConfig(rollouts_per_query=G, temperature=1.0, top_p=1.0, max_new_tokens=max_new, clip_eps=0.2,
-                     kl_coef=0.0, adv_eps=1e-6, format_weight=0.5, freeze_vision=True, micro_batch=G // 2,
-                     grad_clip=1.0, weight_decay=0.0, seed=0, checkpoint_every=100, lr=1e-4, global_batch=G,
-                     rollout_batch=1, epochs=1)
-    rows: list = []
-    measure.reset_peak()
-    with r.part("step") as out:
-        with Timer() as t:
-            engine, metrics = grpo_loop.train_grpo(model, processor, [record], cfg, _prompt_setup(media),
-                                                   _run_context(run, "gpu-check"), rows.extend)
-        (m,) = metrics
-        completion_len = max(row["num_tokens"] for row in rows)
-        out.update(seconds=round(t.seconds, 2), zero_stage=engine.zero_stage, ds_init_seconds=round(timeline.init_s, 2),
-                   loss=m["loss"], grad_norm=m["grad_norm"], kl=m["kl"], clip_frac=m["clip_frac"],
-                   rollouts=len(rows), rewards=[row["reward"] for row in rows],
-                   advantages=[round(row["advantage"], 4) for row in rows],
-                   sample_seconds=round(m["seconds/sample"], 3),
-                   sample_tokens_per_s=round(sum(row["num_tokens"] for row in rows) / m["seconds/sample"], 1),
-                   **_train_rate(engine.module, G, _encode(processor, record, media), completion_len,
-                                 timeline.train_seconds),
-                   peak_gib=measure.peak_gib(), **_moved(before, engine))
+                     kl_coef=0.0, adv_eps=1e-6, format_weight=0.5, freeze_vision=True, micro_batch=g7["micro_batch"],
+                     micro_batch_tokens=g7["micro_batch_tokens"], grad_clip=1.0, weight_decay=0.0, seed=0,
+                     checkpoint_every=100, lr=1e-4, global_batch=G, rollout_batch=1, epochs=1)
+
+    def loop(model, processor, record, media, ctx, prompt, timeline):
+        rows: list = []
+        engine, metrics = grpo_loop.train_grpo(model, processor, [record, {**record, "id": "gpu-check-2"}], cfg,
+                                               _prompt_setup(media), ctx, rows.extend)
+        m = metrics[-1]
+        rows = [row for row in rows if row["round"] == m["round"]]
+        return engine, dict(
+            loss=m["loss"], grad_norm=m["grad_norm"], kl=m["kl"], clip_frac=m["clip_frac"], rollouts=len(rows),
+            rewards=[row["reward"] for row in rows], advantages=[round(row["advantage"], 4) for row in rows],
+            tokens_per_micro_batch=m["tokens_per_micro_batch"], sample_seconds=round(m["seconds/sample"], 3),
+            sample_tokens_per_s=round(sum(row["num_tokens"] for row in rows) / m["seconds/sample"], 1),
+            **_train_rate(engine.module, prompt.length, [row["num_tokens"] for row in rows], m["micro_batches"],
+                          timeline.train_seconds))
+
+    _update_parts(run, r, loop)
 
 
 def dpo(run: Run, r: Result) -> None:
-    """One DPO step on two pairs of one video query through ``veripo.train.dpo.train_dpo`` on DeepSpeed
-    ZeRO-3, world size 1, gradient checkpointing on. Policy == reference at the first step, so its loss
-    is ln 2 (up to the reference forward's own float noise)."""
+    """Two DPO steps of two pairs of one video query each (sharing a forward as dpo.micro_batch_tokens of the
+    7B config allows) through ``veripo.train.dpo.train_dpo`` on DeepSpeed ZeRO-2, then ZeRO-3, world size
+    1, gradient checkpointing on: the second step timed for its MFU, the peak memory against the plan.
+    Policy == reference at the first step, so its loss is ln 2 (up to the reference forward's own float
+    noise)."""
     from veripo.stage_config import DPOConfig
     from veripo.train import dpo as dpo_loop
 
     length = run.env_int("DPO_TOKENS", 256, 8)
-    model, processor, record, media = _train_model(run)
-    vocab = len(processor.tokenizer) - 32
-    g = torch.Generator().manual_seed(1)
-    pairs = []
-    for i in range(2):
-        chosen, rejected = (torch.randint(0, vocab, (length - k,), generator=g).tolist() for k in (0, length // 4))
-        pairs.append({"pair_id": f"gpu-check#{i}", "query_id": record["id"], "chosen": "", "rejected": "",
-                      "chosen_ids": chosen, "rejected_ids": rejected, "query": record})
-    r.update(_params(model), pairs=len(pairs), tokens_per_side=[length, length - length // 4],
-             zero_config=ZERO_CONFIG, gradient_checkpointing=True, logprob_chunk=run.logprob_chunk)
-    before = _probes(model)
-    timeline = Timeline(model)
+    sides = [length, length - length // 4]
+    budget = _config_7b("dpo")["micro_batch_tokens"]
+    r.update(pairs_per_step=2, tokens_per_side=sides, micro_batch_tokens=budget, gradient_checkpointing=True,
+             logprob_chunk=run.logprob_chunk)
     cfg = DPOConfig(beta=0.1, lr=1e-4, global_batch=2, epochs=1, nll_coef=0.0, grad_clip=1.0, freeze_vision=True,
                     weight_decay=0.0, seed=0, checkpoint_every=100, heldout_fraction=0.0, min_pairs=1,
-                    on_too_few_pairs="stop")
-    measure.reset_peak()
-    with r.part("step") as out:
-        with Timer() as t:
-            engine, metrics, _ = dpo_loop.train_dpo(model, processor, pairs, cfg, _prompt_setup(media),
-                                                    _run_context(run, "dpo"))
-        (m,) = metrics
-        # each pair's forward scores chosen and rejected together: 2 sequences padded to the longer side
-        out.update(seconds=round(t.seconds, 2), zero_stage=engine.zero_stage, ds_init_seconds=round(timeline.init_s, 2),
-                   loss=m["loss"], loss_minus_ln2=m["loss"] - math.log(2), margin=m["margin"],
-                   grad_norm=m["grad_norm"],
-                   **_train_rate(engine.module, 2 * len(pairs), _encode(processor, record, media), length,
-                                 timeline.train_seconds),
-                   peak_gib=measure.peak_gib(), **_moved(before, engine))
+                    on_too_few_pairs="stop", micro_batch_tokens=budget)
+
+    def loop(model, processor, record, media, ctx, prompt, timeline):
+        vocab = len(processor.tokenizer) - 32
+        g = torch.Generator().manual_seed(1)
+        pairs = []
+        for i in range(4):
+            chosen, rejected = (torch.randint(0, vocab, (n,), generator=g).tolist() for n in sides)
+            pairs.append({"pair_id": f"gpu-check#{i}", "query_id": record["id"], "chosen": "", "rejected": "",
+                          "chosen_ids": chosen, "rejected_ids": rejected, "query": record})
+        engine, metrics, _ = dpo_loop.train_dpo(model, processor, pairs, cfg, _prompt_setup(media), ctx)
+        first, m = metrics[0], metrics[-1]
+        return engine, dict(
+            loss=first["loss"], loss_minus_ln2=first["loss"] - math.log(2), margin=first["margin"],
+            grad_norm=first["grad_norm"], steps=len(metrics), tokens_per_micro_batch=m["tokens_per_micro_batch"],
+            **_train_rate(engine.module, prompt.length, sides * m["pairs"], m["forwards_per_rank"],
+                          timeline.train_seconds))
+
+    _update_parts(run, r, loop)
 
 
 ENGINES = ("torch", "zero2", "zero3")

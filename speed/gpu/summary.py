@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 STEPS = ("preflight", "fwd_bwd", "sampler", "grpo", "dpo", "engines")
+ZERO_STAGES = ("zero2", "zero3")  # the parts of the grpo and dpo steps
 LN2_TOLERANCE = {"float32": 1e-3, "bfloat16": 2e-2}  # the reference and the policy forward differ by float noise
 # |grad-norm ratio - 1| of ZeRO-2/3 to torch on one step: fp32 agrees to rounding; in bf16 torch accumulates
 # the micro-batches' gradients in bf16 where DeepSpeed adds them in fp32. A lost micro-batch is off by > 10%.
@@ -40,21 +41,28 @@ def checks(results: dict) -> dict:
     """True/false per property the check exists to show; None where its step did not get that far."""
     fb, sm, gr, dp, en = (results.get(k, {}) for k in ("fwd_bwd", "sampler", "grpo", "dpo", "engines"))
     ratios = _get(en, "grad_norm_ratio")
-    gr_step, dp_step = _get(gr, "step") or {}, _get(dp, "step") or {}
-    dp_loss = _get(dp_step, "loss_minus_ln2")
     gc_diff = _get(fb, "gc_logprob_max_abs_diff")
+
+    def every_stage(r: dict, test) -> bool | None:
+        """``test(part)`` on both ZeRO stages' parts of a loop; None until both got that far."""
+        values = [test(_get(r, k) or {}) for k in ZERO_STAGES]
+        return None if any(v is None for v in values) else all(values)
+
+    def ln2(p: dict) -> bool | None:
+        x = p.get("loss_minus_ln2")
+        return None if x is None or not _finite(x) else abs(x) <= LN2_TOLERANCE.get(_get(dp, "dtype"), 1e-3)
+
     return {
         "fwd_bwd_finite": _finite(*(_get(fb, f"gc_{s}", k) for s in ("off", "on") for k in ("loss", "grad_norm"))),
         "gc_same_logprobs": None if gc_diff is None else gc_diff <= 1e-3,
         "sampler_matches_hf": _get(sm, "identity_fp32", "tokens_identical"),
-        "grpo_loss_finite": _finite(_get(gr_step, "loss"), _get(gr_step, "grad_norm")),
-        "grpo_weights_moved": _get(gr_step, "weights_moved"),
-        "grpo_vision_frozen": _get(gr_step, "vision_unchanged"),
-        "dpo_loss_finite": _finite(_get(dp_step, "loss"), _get(dp_step, "grad_norm")),
-        "dpo_first_loss_is_ln2": None if dp_loss is None or not _finite(dp_loss)
-        else abs(dp_loss) <= LN2_TOLERANCE.get(_get(dp, "dtype"), 1e-3),
-        "dpo_weights_moved": _get(dp_step, "weights_moved"),
-        "dpo_vision_frozen": _get(dp_step, "vision_unchanged"),
+        "grpo_loss_finite": every_stage(gr, lambda p: _finite(p.get("loss"), p.get("grad_norm"))),
+        "grpo_weights_moved": every_stage(gr, lambda p: p.get("weights_moved")),
+        "grpo_vision_frozen": every_stage(gr, lambda p: p.get("vision_unchanged")),
+        "dpo_loss_finite": every_stage(dp, lambda p: _finite(p.get("loss"), p.get("grad_norm"))),
+        "dpo_first_loss_is_ln2": every_stage(dp, ln2),
+        "dpo_weights_moved": every_stage(dp, lambda p: p.get("weights_moved")),
+        "dpo_vision_frozen": every_stage(dp, lambda p: p.get("vision_unchanged")),
         "engines_same_grad_norm": None if not ratios else all(
             _finite(x) and abs(x - 1) <= ENGINE_TOLERANCE.get(_get(en, "dtype"), 1e-5) for x in ratios.values()),
     }
@@ -114,14 +122,16 @@ def _describe(name: str, r: dict) -> str:
             def one(name):
                 q = p.get(name) or {}
                 return f"{name} {'==' if q.get('equal') else '!='} HF (agree {_num(q.get('agreement'), '{:.2f}')})"
-            return (f"{p.get('shape')}: {one('policy_sample')}, {one('batch_generate')}, "
+            names = [n for n in ("policy_sample", "policy_sample_eager", "batch_generate") if n in p]
+            return (f"{p.get('shape')}: {', '.join(one(n) for n in names)}, "
                     f"{_get(p, 'policy_sample', 'tokens_hf')} tokens")
         parts = [f"fp32 {_part(r.get('identity_fp32'), three)}"]
         if "agreement_bf16" in r:
             parts.append(f"bf16 {_part(r.get('agreement_bf16'), three)}")
-        parts.append("decode " + _part(r.get("decode"), lambda p: (
-            f"G={p['group']} x {p['new_tokens']}: {_num(p['tokens_per_s'])} tok/s, {p['ms_per_step']} ms/step, "
-            f"peak {_num(p.get('peak_gib'), '{:.1f}')} GiB")))
+        rows = decode_rows(r)
+        parts.append("decode " + (", ".join(
+            f"G={row['group']} {row['mode']} {_num(row['ms_per_step'], '{:.2f}')} ms/step" for row in rows) or "-")
+            + " (rows below)")
         return " | ".join(parts)
     if name == "engines":
         ratios, diffs = r.get("grad_norm_ratio") or {}, r.get("max_weight_diff") or {}
@@ -129,13 +139,61 @@ def _describe(name: str, r: dict) -> str:
             f"{k} {_part(r.get(k), lambda p: _num(p['grad_norm'], '{:.6g}'))}" for k in ("torch", "zero2", "zero3"))
             + "; ratio to torch " + ", ".join(f"{k} {v:.6f}" for k, v in ratios.items())
             + "; max weight diff " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    step = r.get("step")
-    return _part(step, lambda p: (
-        f"loss {p['loss']:.4f}, grad norm {_num(p['grad_norm'], '{:.3g}')}, weights moved {p['weights_moved']}; "
-        f"{p['seconds']:.0f} s (DeepSpeed init {p['ds_init_seconds']:.0f} s"
-        + (f", sampling {p['sample_seconds']:.1f} s at {_num(p['sample_tokens_per_s'])} tok/s"
-           if "sample_seconds" in p else "")
-        + f"); train {p['train_seconds']:.2f} s: " + _rate(p, "train_tokens_per_s")))
+    return f"{_count(r.get('params'))} params ({r.get('train_layers')} text layers): " + ", ".join(
+        f"ZeRO-{k[-1]} " + _part(r.get(k), lambda p: (
+            f"loss {p['loss']:.4f}, weights moved {p['weights_moved']}, MFU "
+            + (f"{p['mfu']:.1%}" if isinstance(p.get("mfu"), (int, float)) else "-")))
+        for k in ZERO_STAGES) + " (rows below)"
+
+
+def describe_updates(results: dict) -> list[str]:
+    """One line per loop and ZeRO stage: the timed optimiser step's tokens, rate and MFU, and the peak
+    memory against the memory plan's prediction for the same shapes."""
+    lines = []
+    for name in ("grpo", "dpo"):
+        r = results.get(name) or {}
+        for k in ZERO_STAGES:
+            if k not in r:
+                continue
+            p = r[k]
+            lines.append(f"update {name} ZeRO-{k[-1]}: " + _part(p, lambda p: (
+                f"{p['train_tokens']:,} tokens in {p['train_forwards']} forwards "
+                f"({_num(p.get('tokens_per_micro_batch'))} per forward with padding), {p['train_seconds']:.2f} s: "
+                + _rate(p, "train_tokens_per_s")
+                + f" (plan {_num(p.get('plan_peak_gib'), '{:.1f}')} GiB, {p.get('plan_peak_phase')}"
+                + (f"; measured/plan {p['peak_over_plan']:.2f}" if "peak_over_plan" in p else "")
+                + f"); DeepSpeed init {p['ds_init_seconds']:.0f} s"
+                + (f", sampling {p['sample_seconds']:.1f} s at {_num(p['sample_tokens_per_s'])} tok/s"
+                   if "sample_seconds" in p else ""))))
+    return lines
+
+
+def decode_rows(sampler: dict) -> list[dict]:
+    """The sampler step's decode rows (group size x mode), in the order measured."""
+    return [row for key, part in sampler.items() if key.startswith("decode_g") and isinstance(part, dict)
+            for row in part.get("rows", [])]
+
+
+def describe_decode(sampler: dict) -> list[str]:
+    """One line per decode row: ms/step, tok/s and the ratio to the weight-read floor; a failed group's error."""
+    floor, gb = sampler.get("weight_read_ms"), (sampler.get("decode_weight_bytes") or 0) / 1e9
+    lines = []
+    for key, part in sampler.items():
+        if not (key.startswith("decode_g") and isinstance(part, dict)):
+            continue
+        if "error" in part:
+            lines.append(f"decode G={part.get('group')}: {part['error']}")
+        for row in part.get("rows", []):
+            ratio = row.get("floor_ratio")
+            lines.append(
+                f"decode G={row['group']:<3} {row['mode']:<6} {_num(row['ms_per_step'], '{:.2f}')} ms/step, "
+                f"{_num(row['tokens_per_s'])} tok/s, "
+                + (f"{ratio:.1f}x the weight-read floor ({floor:.2f} ms: {gb:.2f} GB at "
+                   f"{sampler.get('memory_bandwidth_tbs')} TB/s)" if isinstance(ratio, (int, float))
+                   else "weight-read floor - (no bandwidth known)")
+                + f", KV read {_num(row.get('kv_read_gb'), '{:.2f}')} GB/step, {part.get('prompt_tokens')}-token "
+                f"prompt + {row['new_tokens']}, peak {_num(row.get('peak_gib'), '{:.1f}')} GiB")
+    return lines
 
 
 def _write(path: Path, text: str) -> None:
@@ -172,6 +230,8 @@ def main() -> int:
     for name in STEPS:
         run = summary["steps"][name]
         lines.append(f"{name:<10} {run['status']:<8} {run.get('seconds', 0):>4} s  {describe(name, results[name])}")
+    lines += describe_decode(results.get("sampler") or {})
+    lines += describe_updates(results)
     lines.append("checks: " + ", ".join(f"{k}={v}" for k, v in summary["checks"].items()))
     a.out.mkdir(parents=True, exist_ok=True)
     _write(a.out / "summary.json", json.dumps(summary, indent=1) + "\n")

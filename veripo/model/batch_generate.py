@@ -107,12 +107,12 @@ def _penalty_history(prompts: list[EncodedPrompt], ids: torch.Tensor) -> torch.T
 @torch.no_grad()
 def generate(model, prompts: list[EncodedPrompt], max_new_tokens: int, temperature: float = 0.0,
              top_p: float = 1.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
-             eos_ids: list[int] | None = None, pad_id: int = 0) -> Rollouts:
+             eos_ids: list[int] | None = None, pad_id: int = 0, graphs: str = "auto") -> Rollouts:
     """One completion per prompt, all prompts decoded together; temperature <= 1e-5 means greedy.
 
     Only the prefill differs from ``policy.sample``; the decoding loop is the same one
-    (``policy.decode_steps``): vision placeholders suppressed, repetition penalty over the prompt and the
-    tokens so far, top-p when sampling. Rows are padded after their first EOS.
+    (``policy.decode_steps``, ``veripo.model.decode``): vision placeholders suppressed, repetition penalty
+    over the prompt and the tokens so far, top-p when sampling. Rows are padded after their first EOS.
     """
     device = next(model.parameters()).device
     prompts = [_on_device(p, device) for p in prompts]
@@ -124,7 +124,7 @@ def generate(model, prompts: list[EncodedPrompt], max_new_tokens: int, temperatu
                              next_pos=torch.tensor([p.length for p in prompts], device=device) + delta.to(device),
                              history=_penalty_history(prompts, ids))
     return policy.decode_steps(model, prefill, max_new_tokens, temperature, top_p, repetition_penalty, generator,
-                               eos_ids, pad_id)
+                               eos_ids, pad_id, graphs)
 
 
 def completion_logprobs(model, prompts: list[EncodedPrompt], completions: list[torch.Tensor],

@@ -22,6 +22,8 @@ from veripo import prompts  # noqa: E402
 
 from veripo.media import decode as video
 from veripo.media import frame_cache
+from veripo.model import decode as decoder
+from veripo.model.decode import Decoding, Prefill, Rollouts, logprob_temperature
 from veripo.model.positions import rope_index
 
 MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
@@ -213,9 +215,10 @@ def scatter_features(model, ids: torch.Tensor, emb: torch.Tensor, feats: dict) -
         if kind in feats:
             rows = ids.shape[0]
             mask = (ids == token_id).unsqueeze(-1).expand_as(emb)
-            if int(mask[..., 0].sum()) != feats[kind].shape[0] * rows:
-                raise RuntimeError(f"{kind} tokens ({int(mask[..., 0].sum()) // rows}) and features "
-                                   f"({feats[kind].shape[0]}) differ")
+            # checked where the count is (a device-side assert on a GPU): reading it back would make
+            # every training forward wait for the GPU
+            torch._assert_async(mask[..., 0].sum() == feats[kind].shape[0] * rows,
+                                f"{kind} tokens and features differ ({feats[kind].shape[0]} features per row)")
             emb = emb.masked_scatter(mask, feats[kind].to(emb.dtype).repeat(rows, 1))
     if "idle" in feats:
         emb = emb + feats["idle"].to(emb.dtype)
@@ -274,7 +277,7 @@ def completion_logprobs(model, prompt: EncodedPrompt, completions: torch.Tensor,
     # The LM head runs once per forward (under ZeRO-3 each call gathers it: ranks must agree on the count).
     logits = (forward or model)(inputs_embeds=emb, position_ids=positions, attention_mask=attn, use_cache=False,
                    logits_to_keep=T + 1).logits[:, :-1]
-    return token_logprobs(logits, completions, _logprob_temperature(temperature), chunk)
+    return token_logprobs(logits, completions, logprob_temperature(temperature), chunk)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0,
@@ -300,131 +303,41 @@ def _gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: fl
     return torch.gather(F.log_softmax(scaled, -1), 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def _logprob_temperature(temperature: float) -> float:
-    """Greedy decoding (temperature <= 1e-5) has no sampling distribution: its log-probs are the model's own."""
-    return 1.0 if temperature <= 1e-5 else temperature
-
-
-@dataclass
-class Rollouts:
-    tokens: torch.Tensor  # (n, T) completion ids, padded after the first EOS
-    mask: torch.Tensor  # (n, T) 1 up to and including the first EOS
-    logprobs: torch.Tensor  # (n, T) sampler's log-probs under softmax(logits / temperature)
-    truncated: torch.Tensor  # (n,) bool: hit max_new_tokens without EOS
-
-
 def suppressed_token_ids(model) -> list[int]:
     """Vision placeholders must never be sampled: a sampled <|video_pad|> breaks the next forward."""
     c = model.config
     return [c.image_token_id, c.video_token_id, c.vision_start_token_id, c.vision_end_token_id]
 
 
-def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    picked = torch.gather(logits, 1, seen)
-    picked = torch.where(picked > 0, picked / penalty, picked * penalty)
-    return logits.scatter(1, seen, picked)
-
-
-def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    sorted_logits, order = torch.sort(logits, descending=True)
-    cum = torch.softmax(sorted_logits, -1).cumsum(-1)
-    drop = cum - torch.softmax(sorted_logits, -1) > top_p  # keep the token that crosses top_p
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
-
-
-@dataclass
-class Prefill:
-    """A batch of sequences after its prompt forward: what decoding continues from."""
-
-    logits: torch.Tensor  # (n, V) next-token logits
-    cache: object  # the KV cache, one row per sequence
-    attn: torch.Tensor  # (n, P) attention mask over the prompt columns
-    next_pos: torch.Tensor  # (n,) text position of each row's first generated token (rope delta included)
-    history: torch.Tensor  # (n, P) the tokens the repetition penalty sees
-
-
 @torch.no_grad()
 def sample(model, prompt: EncodedPrompt, n: int, max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
-           eos_ids: list[int] | None = None, pad_id: int = 0) -> Rollouts:
-    """Sample ``n`` completions: one prefill of the prompt (vision once), then a KV cache shared by
-    copying it n times. temperature <= 1e-5 means greedy."""
+           eos_ids: list[int] | None = None, pad_id: int = 0, graphs: str = "auto") -> Rollouts:
+    """Sample ``n`` completions: one prefill of the prompt (vision once), whose KV cache every row
+    continues (``veripo.model.decode``). temperature <= 1e-5 means greedy; ``graphs`` as in ``Decoding``."""
     pos, delta = prompt_positions(model, prompt)
     dev = prompt.input_ids.device
     out = model(inputs_embeds=prompt_embeds(model, prompt), position_ids=pos,
                 attention_mask=torch.ones(1, prompt.length, dtype=torch.long, device=dev), use_cache=True,
                 logits_to_keep=1)
-    out.past_key_values.batch_repeat_interleave(n)
-    prefill = Prefill(logits=out.logits[:, -1].float().expand(n, -1).clone(), cache=out.past_key_values,
+    prefill = Prefill(logits=out.logits[:, -1], cache=out.past_key_values,
                       attn=torch.ones(n, prompt.length, dtype=torch.long, device=dev),
                       next_pos=(prompt.length + delta.view(-1)[0]).expand(n),
                       history=prompt.input_ids.expand(n, -1))
+    del out
     return decode_steps(model, prefill, max_new_tokens, temperature, top_p, repetition_penalty, generator,
-                        eos_ids, pad_id)
+                        eos_ids, pad_id, graphs)
 
 
 def decode_steps(model, prefill: Prefill, max_new_tokens: int, temperature: float, top_p: float,
                  repetition_penalty: float, generator: torch.Generator | None, eos_ids: list[int] | None,
-                 pad_id: int) -> Rollouts:
-    """The decoding loop of ``sample`` and ``batch_generate.generate``: one token per row and step
-    (``next_tokens``), each fed back at its row's next text position, until every row has ended."""
-    device = prefill.logits.device
-    eos = torch.tensor(eos_ids if eos_ids is not None else _eos_ids(model), device=device)
-    suppress = torch.tensor(suppressed_token_ids(model), device=device)
-    logits, cache, attn, history = prefill.logits, prefill.cache, prefill.attn, prefill.history
-    n = logits.shape[0]
-    tokens, logps = [], []
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    for t in range(max_new_tokens):
-        tok, logp = next_tokens(logits, suppress, history, done, temperature, top_p, repetition_penalty,
-                                generator, pad_id)
-        tokens.append(tok)
-        logps.append(logp)
-        done = done | torch.isin(tok, eos)
-        if bool(done.all()) or t == max_new_tokens - 1:
-            break
-        history = torch.cat([history, tok.unsqueeze(1)], 1)
-        attn = torch.cat([attn, torch.ones(n, 1, dtype=attn.dtype, device=device)], 1)
-        step_pos = (prefill.next_pos + t).view(1, n, 1).expand(3, n, 1)
-        out = model(input_ids=tok.unsqueeze(1), position_ids=step_pos, attention_mask=attn,
-                    past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        logits = out.logits[:, -1].float()
-    return collect_rollouts(tokens, logps, eos)
-
-
-def next_tokens(logits: torch.Tensor, suppress: torch.Tensor, history: torch.Tensor, done: torch.Tensor,
-                temperature: float, top_p: float, repetition_penalty: float,
-                generator: torch.Generator | None, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One decoding step for a batch: (next token per row, its log-prob under the model).
-
-    Vision placeholders are suppressed, the repetition penalty sees ``history``, temperature <= 1e-5
-    is greedy; finished rows get ``pad_id``. The log-prob is under softmax(logits / temperature), before
-    suppression, penalties and top-p: that is what the training forward reproduces."""
-    logp_full = F.log_softmax(logits / _logprob_temperature(temperature), -1)
-    scores = logits.index_fill(1, suppress, float("-inf"))
-    if repetition_penalty != 1.0:
-        scores = _apply_repetition_penalty(scores, history, repetition_penalty)
-    if temperature <= 1e-5:
-        tok = scores.argmax(-1)
-    else:
-        scores = scores / temperature
-        if top_p < 1.0:
-            scores = _top_p_filter(scores, top_p)
-        tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).squeeze(1)
-    tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-    return tok, logp_full.gather(1, tok.unsqueeze(1)).squeeze(1)
-
-
-def collect_rollouts(tokens: list[torch.Tensor], logps: list[torch.Tensor], eos: torch.Tensor) -> Rollouts:
-    """Stack the per-step tokens into Rollouts, masked after each row's first EOS (on the CPU)."""
-    toks = torch.stack(tokens, 1)
-    is_eos = torch.isin(toks, eos)
-    length = toks.shape[1]
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], length, dtype=torch.long))
-    mask = (torch.arange(length, device=toks.device).unsqueeze(0) <= first.unsqueeze(1)).long()
-    return Rollouts(toks.cpu(), mask.cpu(), (torch.stack(logps, 1) * mask).cpu(), (~is_eos.any(1)).cpu())
+                 pad_id: int, graphs: str = "auto") -> Rollouts:
+    """The decoding loop of ``sample`` and ``batch_generate.generate`` (``veripo.model.decode``), with the
+    model's EOS ids unless ``eos_ids`` are given and its vision placeholders suppressed."""
+    d = Decoding(max_new_tokens, temperature, top_p, repetition_penalty,
+                 tuple(eos_ids if eos_ids is not None else _eos_ids(model)), pad_id,
+                 tuple(suppressed_token_ids(model)), graphs)
+    return decoder.decode_steps(model, prefill, d, generator)
 
 
 def _eos_ids(model) -> list[int]:

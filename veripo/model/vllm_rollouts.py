@@ -15,6 +15,14 @@ cache would answer with the old weights. Under ZeRO-3 the caller gathers the wei
 (``TrainEngine.generation_parameters``). With several ranks every rank runs its own engine on its GPU
 and samples its own shard (``distributed_executor_backend: external_launcher`` in ``grpo.vllm`` for
 torchrun jobs; not testable on one CPU).
+
+On CUDA the engine sleeps between rounds (vLLM's sleep mode, on unless ``grpo.vllm`` sets
+``enable_sleep_mode: false``): after a round's sampling ``sleep(level=1)`` moves its weights to host
+memory and frees its KV cache, so scoring and the update have the card; before the next sync its weights
+come back (``wake_up``), the new ones are loaded, then its KV cache is allocated again. It is built
+asleep too, before the trainer's engine. Sleep mode needs CUDA (vLLM refuses it on CPU): on CPU the
+engine stays awake. Its time and the memory it leaves while asleep are not measured here (no GPU):
+speed/memory_plan.py counts the awake share and an allowance for the asleep one.
 """
 from __future__ import annotations
 
@@ -58,15 +66,18 @@ def request(text: str, clip: video.DecodedVideo | None, image) -> dict:
     return out
 
 
-def engine_kwargs(model_path: str, dtype: str, media_cfg: dict, settings: dict, seed: int) -> dict:
+def engine_kwargs(model_path: str, dtype: str, media_cfg: dict, settings: dict, seed: int,
+                  cuda: bool = False) -> dict:
     """The ``vllm.LLM`` arguments for a policy checkpoint (``settings``: the engine arguments of the
     config's vllm section). The returned log-probs are always vLLM's "processed" ones, those of the
     distribution it sampled from (temperature, banned tokens, top-p applied; the default, "raw", is the
-    model's softmax at temperature 1): the log-prob gap compares them with the trainer's."""
+    model's softmax at temperature 1): the log-prob gap compares them with the trainer's. On ``cuda``
+    sleep mode is on unless ``settings`` says otherwise."""
     return {"model": model_path, "dtype": dtype, "seed": seed, "limit_mm_per_prompt": {"video": 1, "image": 1},
             "mm_processor_kwargs": {"min_pixels": media_cfg["min_pixels"], "max_pixels": media_cfg["max_pixels"],
                                     "cap_pixels_per_frame": video.CAP_PIXELS_PER_FRAME},
-            "worker_extension_cls": f"{__name__}.WeightSync", **settings, "logprobs_mode": "processed_logprobs"}
+            "worker_extension_cls": f"{__name__}.WeightSync", **({"enable_sleep_mode": True} if cuda else {}),
+            **settings, "logprobs_mode": "processed_logprobs"}
 
 
 def banned_bias(model_config) -> dict:
@@ -91,13 +102,32 @@ class VLLMRollouts:
         from transformers import AutoConfig
 
         self.seed = seed
-        self.llm = LLM(**engine_kwargs(model_path, dtype, media_cfg, dict(settings), seed))
+        kwargs = engine_kwargs(model_path, dtype, media_cfg, dict(settings), seed, torch.cuda.is_available())
+        self.llm = LLM(**kwargs)
         self.bias = banned_bias(AutoConfig.from_pretrained(model_path))
+        self.sleeps = bool(kwargs.get("enable_sleep_mode"))
+        self.asleep = False
+        self._sleep()  # the trainer's engine is built next: leave it the card
+
+    def _sleep(self) -> None:
+        if self.sleeps:
+            # level 1 keeps a host copy of the weights; level 2 would drop them (the sync reloads every
+            # parameter anyway), but the layerwise reload into weights woken from level 2 is untried
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def _wake(self, tags: list[str] | None = None) -> None:
+        if self.asleep:
+            self.llm.wake_up(tags)  # empties torch's cache first: the trainer's freed blocks come back
+            self.asleep = tags is not None and "kv_cache" not in tags
 
     def sync(self, model) -> None:
-        """Load ``model``'s current weights into the engine and drop everything computed with the old ones."""
+        """Load ``model``'s current weights into the engine and drop everything computed with the old ones
+        (woken weights first, its KV cache only once they are loaded: less memory at once)."""
+        self._wake(["weights"])
         weights = [(name, t.detach()) for name, t in model.state_dict().items()]
         self.llm.collective_rpc("veripo_reload", args=(weights,))
+        self._wake()
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
 
@@ -113,7 +143,9 @@ class VLLMRollouts:
         greedy = temperature <= 1e-5
         params = [SamplingParams(n=1 if greedy else n, temperature=0.0 if greedy else temperature, top_p=top_p,
                                  max_tokens=max_new_tokens, seed=s, logit_bias=self.bias, logprobs=0) for s in seeds]
+        self._wake()
         outs = self.llm.generate([request(*it) for it in items], sampling_params=params, use_tqdm=False)
+        self._sleep()  # until the next round's sync: scoring and the update get its memory
         return [_rollouts(out.outputs * n if greedy else out.outputs, pad_id) for out in outs]
 
 

@@ -9,9 +9,8 @@ training; their pairs measure whether the preference learned carries over to uns
 from __future__ import annotations
 
 import logging
-import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +19,9 @@ from veripo.errors import InputError
 from veripo.jsonio import read_jsonl, require_token_ids, unique_index, write_json, write_jsonl
 from veripo.model import policy
 from veripo.stage_config import DPOConfig, DPOJob, PromptSetup, RunContext, write_settings
-from veripo.train import distributed
+from veripo.train import distributed, memory_plan
 from veripo.train.checkpoints import StepCheckpointer, frozen_vision, run_fingerprint, save_checkpoint, save_model
-from veripo.train.engine import TrainEngine
+from veripo.train.engine import TrainEngine, job_zero_config, to_device
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +62,56 @@ class PairEncoder:
                                                     None, source=pair.get("_source"))
         return self.prompts[qid]
 
-    def completions(self, pair: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        seqs = [torch.tensor(pair["chosen_ids"], dtype=torch.long), torch.tensor(pair["rejected_ids"], dtype=torch.long)]
+    def completions(self, pairs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(2k, T) ids and mask of k pairs' sides: chosen, rejected, chosen, ..., padded to the longest."""
+        seqs = [torch.tensor(p[side], dtype=torch.long) for p in pairs for side in ("chosen_ids", "rejected_ids")]
         return policy.pad_completions(seqs, self.processor.tokenizer.pad_token_id)
+
+    def forward_tokens(self, pairs: list[dict]) -> int:
+        """Tokens of one forward of ``pairs`` (one query's): both sides of each, prompt and the longest side."""
+        side = max(len(p[k]) for p in pairs for k in ("chosen_ids", "rejected_ids"))
+        return 2 * len(pairs) * (self.prompt(pairs[0]).length + side)
+
+
+def pairs_logprobs(model, enc: PairEncoder, pairs: list[dict], chunk: int | None = None, forward=None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(k,) chosen and rejected summed log-probs and chosen token counts of k pairs of one query, in one
+    forward, on the model's device (``forward``: the training engine's, for a loss to backpropagate)."""
+    dev = policy.model_device(model)
+    toks, mask = (to_device(t, dev) for t in enc.completions(pairs))
+    lp = policy.completion_logprobs(model, enc.prompt(pairs[0]), toks, mask, chunk=chunk, forward=forward)
+    s = (lp * mask).sum(1).view(-1, 2)
+    return s[:, 0], s[:, 1], mask.view(len(pairs), 2, -1)[:, 0].sum(1)
 
 
 def summed_logprobs(model, enc: PairEncoder, pair: dict, chunk: int | None = None, forward=None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(chosen, rejected) summed log-probs and the chosen token count, on the model's device
-    (``forward``: the training engine's, for a loss to backpropagate)."""
-    toks, mask = enc.completions(pair)
-    lp = policy.completion_logprobs(model, enc.prompt(pair), toks, mask, chunk=chunk, forward=forward)
-    s = (lp * mask.to(lp.device)).sum(1)
-    return s[0], s[1], mask[0].sum().to(lp.device)
+    """(chosen, rejected) summed log-probs and the chosen token count of one pair (``pairs_logprobs``)."""
+    c, r, n = pairs_logprobs(model, enc, [pair], chunk, forward)
+    return c[0], r[0], n[0]
+
+
+def pack_pairs(pairs: list[dict], indices: list[int], enc: PairEncoder, budget: int | None) -> list[list[int]]:
+    """``indices`` (a rank's share of a step) as the pairs of each forward: one pair each without a
+    ``budget``; with one, the pairs of one query (they share the prompt and its vision features) while
+    their forward holds at most ``budget`` tokens (``PairEncoder.forward_tokens``), longest first; a pair
+    over the budget alone gets a forward of its own."""
+    if budget is None:
+        return [[i] for i in indices]
+    by_query: dict = {}
+    for i in indices:
+        by_query.setdefault(pairs[i]["query_id"], []).append(i)
+    out = []
+    for idx in by_query.values():
+        idx = sorted(idx, key=lambda i: -max(len(pairs[i]["chosen_ids"]), len(pairs[i]["rejected_ids"])))
+        batch: list[int] = []
+        for i in idx:
+            if batch and enc.forward_tokens([pairs[j] for j in batch + [i]]) > budget:
+                out.append(batch)
+                batch = []
+            batch.append(i)
+        out.append(batch)
+    return out
 
 
 @torch.no_grad()
@@ -161,32 +197,41 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, prompts: Prom
     model.train()
     for s in range(state["round"], len(steps)):
         batch = distributed.shard(steps[s], d)
-        # Lockstep: a rank with fewer pairs in this step (the last step, or more ranks than pairs) runs
-        # as many forwards and backwards as the others, at weight 0. Each pair weighs world / (pairs in
-        # the step): DeepSpeed averages over ranks, so the update is the mean over the step's pairs.
-        n_forwards = math.ceil(len(steps[s]) / d.world)
+        forwards = pack_pairs(pairs, batch, enc, cfg.micro_batch_tokens)
+        # Lockstep: a rank with fewer forwards in this step (the last step, more ranks than pairs, fewer
+        # pairs sharing a query) runs as many forwards and backwards as the others, at weight 0. Each pair
+        # weighs world / (pairs in the step): DeepSpeed averages over ranks, so the update is the mean
+        # over the step's pairs.
+        n_forwards = max(distributed.gather(len(forwards)))
         weight = d.world / len(steps[s])
-        losses, margins = [], []
+        losses, margins = [], []  # per pair, on the device until the step is done
         for b in range(n_forwards):
-            if b < len(batch):
-                i = batch[b]
-                pc, pr, n_chosen = summed_logprobs(model, enc, pairs[i], run.logprob_chunk, engine.forward)
-                loss, margin = dpo_loss(pc, pr, ref[i][0].to(pc.device), ref[i][1].to(pc.device), cfg.beta)
+            if b < len(forwards):
+                idx = forwards[b]
+                pc, pr, n_chosen = pairs_logprobs(model, enc, [pairs[i] for i in idx], run.logprob_chunk,
+                                                  engine.forward)
+                loss, margin = dpo_loss(pc, pr, torch.stack([ref[i][0] for i in idx]).to(pc.device),
+                                        torch.stack([ref[i][1] for i in idx]).to(pc.device), cfg.beta)
                 if cfg.nll_coef > 0:
                     loss = loss - cfg.nll_coef * pc / n_chosen.clamp(min=1)
-                engine.backward(loss * weight)
-                losses.append(float(loss.detach()))
-                margins.append(float(margin.detach()))
+                engine.backward(loss.sum() * weight)
+                losses.append(loss.detach())
+                margins.append(margin.detach())
             else:
                 idle, _, _ = summed_logprobs(model, enc, pairs[steps[s][0]], run.logprob_chunk, engine.forward)
                 engine.backward(idle * 0)
         grad_norm = engine.step()
-        parts = distributed.gather({"losses": losses, "margins": margins})
+        values = torch.cat(losses + margins).tolist() if losses else []  # the step's one wait for the device
+        parts = distributed.gather({"losses": values[:len(values) // 2], "margins": values[len(values) // 2:],
+                                    "forward_tokens": sum(enc.forward_tokens([pairs[i] for i in f]) for f in forwards),
+                                    "forwards": len(forwards)})
         losses = [x for p in parts for x in p["losses"]]
         margins = [x for p in parts for x in p["margins"]]
+        forward_tokens = sum(p["forward_tokens"] for p in parts)
         m = {"step": s, "loss": sum(losses) / len(losses), "margin": sum(margins) / len(margins),
              "positive_margin_share": sum(x > 0 for x in margins) / len(margins), "grad_norm": grad_norm,
-             "pairs": len(losses), "forwards_per_rank": n_forwards}
+             "pairs": len(losses), "forwards_per_rank": n_forwards,
+             "tokens_per_micro_batch": forward_tokens / max(1, sum(p["forwards"] for p in parts))}
         state["metrics"].append(m)
         state["round"] = s + 1
         if d.main:
@@ -226,13 +271,24 @@ def run_job(model_path: str, pairs_path: str, job: DPOJob, out: DPOOutputs, chec
     model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
     policy.configure_processor(processor, prompts.media)
     inputs = {"model": model_path, "pairs": pairs_path}
-    ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint(inputs, {**asdict(job), "world_size": d.world}))
+    # zero_config auto: the memory plan of this job (its longest pair side) on these GPUs picks the stage;
+    # the JSON that runs is fingerprinted (another ZeRO stage would not load the engine's checkpoint)
+    longest = max((len(p[k]) for p in pairs for k in ("chosen_ids", "rejected_ids")), default=1)
+    zero_config, zero = job_zero_config(
+        job.train.engine, job.train.zero_config,
+        lambda gpu: memory_plan.dpo_job_plan(model.config.to_dict(), asdict(job), d.world,
+                                             model.config._attn_implementation, longest))
+    context = {"world_size": d.world, "zero_config": zero_config}
+    ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint(inputs, {**asdict(job), **context}))
     train, heldout = split_heldout(pairs, job.dpo.heldout_fraction, job.dpo.seed)
     extra = {"stage": "dpo", "from": model_path, "pairs": len(pairs), "world_size": d.world}
     if pairs:
         log.info("%d pairs train, %d held out", len(train), len(heldout))
-        engine, metrics, report = train_dpo(model, processor, train, job.dpo, prompts, RunContext.of(job, d, "dpo"),
-                                            heldout, checkpointer=ckpt, progress=progress)
+        if d.main and zero:
+            log.info("dpo: DeepSpeed ZeRO-%d (%s)", zero["stage"], zero.get("reason", zero["chosen_by"]))
+        run = replace(RunContext.of(job, d, "dpo"), zero_config=zero_config)
+        engine, metrics, report = train_dpo(model, processor, train, job.dpo, prompts, run, heldout,
+                                            checkpointer=ckpt, progress=progress)
         save_checkpoint(engine, processor, out.model, extra, d)
     else:
         log.info("no pairs: the DPO model is the GRPO model unchanged")
@@ -241,7 +297,7 @@ def run_job(model_path: str, pairs_path: str, job: DPOJob, out: DPOOutputs, chec
     if d.main:
         write_jsonl(out.metrics, metrics)
         write_json(out.heldout, report)
-        write_settings(out.settings, job, inputs, world_size=d.world)
+        write_settings(out.settings, job, inputs, **context, zero=zero)
         ckpt.clear()
     return report, metrics
 

@@ -23,6 +23,41 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]  # the repository: zero_config paths are relative to it
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``. A host tensor goes to a GPU through pinned memory without blocking: a plain
+    copy from pageable memory waits until the GPU has run every kernel queued before it (a host sync)."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def adamw_kernel(device: torch.device) -> dict:
+    """torch AdamW's fastest implementation for parameters on ``device``: fused on CUDA (one kernel over
+    every tensor of a step, no host reads of the step counters), foreach elsewhere (one op per kind over
+    all tensors instead of a Python loop; on CPU its steps equal the loop's bit for bit)."""
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
+def job_zero_config(engine: str, zero_config: str, plan) -> tuple[str | None, dict | None]:
+    """The DeepSpeed JSON a training job runs with, and settings.json's record of it: ``zero_config``
+    itself, or for ``auto`` the memory plan's choice (``memory_plan.choose_zero_config``) on the
+    smallest GPU of the job's ranks; ``plan(gpu_bytes)``: the job's phases under a given engine (on
+    GPUs of that memory: a colocated vLLM engine takes a share of it). Every rank gets the same answer.
+    (None, None) for the torch engine."""
+    from veripo.train import distributed, memory_plan
+
+    if engine != "deepspeed":
+        return None, None
+    if zero_config != memory_plan.AUTO:
+        return zero_config, {"zero_config": zero_config, "stage": memory_plan.zero_from_json(zero_config).stage,
+                             "chosen_by": "train.zero_config"}
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = min(distributed.gather(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory))
+    choice = memory_plan.choose_zero_config(plan(gpu), gpu)
+    return choice.zero_config, choice.record()
+
+
 class TrainEngine:
     def __init__(self, model, lr: float, weight_decay: float, grad_clip: float, kind: str = "torch",
                  zero_config: str | None = None, dtype: str = "float32", gradient_checkpointing: bool = False):
@@ -40,7 +75,8 @@ class TrainEngine:
                 # plain AdamW reduces nothing: each rank would train on its own shard alone
                 raise ValueError("train.engine 'torch' runs in one process; use 'deepspeed' with several ranks")
             self.module = model.to(distributed.device())
-            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay,
+                                               **adamw_kernel(params[0].device if params else torch.device("cpu")))
             self.ds = None
         elif kind == "deepspeed":
             import deepspeed
@@ -50,11 +86,14 @@ class TrainEngine:
             if not torch.distributed.is_initialized():
                 distributed.init("deepspeed")  # a group of one when not started by torchrun
             cfg = json.loads(Path(zero_config if os.path.isabs(zero_config) else ROOT / zero_config).read_text())
+            offload = (cfg.get("zero_optimization", {}).get("offload_optimizer") or {}).get("device", "none")
+            # torch's AdamW on the fp32 master partitions (DeepSpeed's FusedAdam would be compiled with nvcc)
+            kernel = adamw_kernel(torch.device("cpu") if offload == "cpu" else distributed.device())
             cfg.update({
                 "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
                 "managed_gradient_accumulation": False, "gradient_clipping": grad_clip,
                 "optimizer": {"type": "AdamW", "params": {"lr": lr, "weight_decay": weight_decay,
-                                                          "torch_adam": True}},
+                                                          "torch_adam": True, **kernel}},
                 "bf16": {"enabled": dtype == "bfloat16"}, "fp16": {"enabled": dtype == "float16"},
             })
             self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=cfg)

@@ -31,10 +31,10 @@ from veripo.media import checks as media_check
 from veripo.model import policy
 from veripo.model.seeds import sampling_seed
 from veripo.stage_config import GRPOConfig, GRPOJob, PromptSetup, RunContext, write_settings
-from veripo.train import distributed
+from veripo.train import distributed, memory_plan
 from veripo.train.checkpoints import StepCheckpointer, frozen_vision, run_fingerprint, save_checkpoint
-from veripo.train.engine import TrainEngine
-from veripo.model import vllm_rollouts
+from veripo.train.engine import TrainEngine, job_zero_config, to_device
+from veripo.model import backend, vllm_rollouts
 from veripo.model.rollouts import (Group, Sampling, group_advantages, rollout_rows, sample_group,  # noqa: F401
                                    sample_groups_vllm)
 
@@ -45,7 +45,9 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mas
               clip_eps: float, ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0):
     """Per-sequence token-mean of the clipped surrogate (minus the KL term); summed over sequences.
 
-    logp/old_logp/ref_logp/mask: (n, T); adv: (n,). Returns (loss_sum, stats)."""
+    logp/old_logp/ref_logp/mask: (n, T); adv: (n,). Returns (loss_sum, stats): the stats (``kl``,
+    ``clip_frac``: summed over the sequences) are detached 0-d tensors on the loss's device, so a loop
+    reads them once per optimiser step rather than waiting for the device after every micro-batch."""
     m = mask.float()
     ratio = torch.exp(logp - old_logp)
     a = adv.unsqueeze(1)
@@ -59,7 +61,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mas
     tokens = m.sum(1).clamp(min=1)
     loss = ((per_tok * m).sum(1) / tokens).sum()
     clipped = ((ratio - 1).abs() > clip_eps).float()
-    stats = {"kl": float(((kl * m).sum(1) / tokens).sum()), "clip_frac": float(((clipped * m).sum(1) / tokens).sum())}
+    stats = {"kl": ((kl * m).sum(1) / tokens).sum().detach(), "clip_frac": ((clipped * m).sum(1) / tokens).sum()}
     return loss, stats
 
 
@@ -143,19 +145,29 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
     n_steps = max(1, math.ceil(len(rnd.records) * cfg.rollouts_per_query / cfg.global_batch))
     if groups:  # a rank can get no query in a round's last, short shard
         adv = group_advantages(torch.tensor([[a + f for a, f in zip(g.acc, g.fmt)] for g in groups]), cfg.adv_eps)
-    gaps = []
-    with torch.no_grad(), engine.generation_parameters():
         for gi, g in enumerate(groups):
             g.adv = adv[gi]
+    seqs = [(gi, i) for gi, g in enumerate(groups) for i in range(len(g.texts))]
+    random.Random(cfg.seed * 7919 + rnd.index * 31 + d.rank).shuffle(seqs)
+    chunks = [seqs[i * len(seqs) // n_steps:(i + 1) * len(seqs) // n_steps] for i in range(n_steps)]
+    plan = plan_micro_batches(groups, chunks, cfg, policy.model_device(model))
+    gaps = []
+    with torch.no_grad(), engine.generation_parameters():
+        # the old (and reference) log-probs in the update's own micro-batches: each lines up with its
+        # forward there, already on the device
+        for mb in (mb for step in plan for mb in step):
+            g = groups[mb.group]
             # One optimiser step per round makes old == current: the ratio is exactly 1 then, and the old
             # log-probs are taken only to hold vLLM's against them.
             if n_steps > 1 or sampler is not None:
-                old = _chunked_logprobs(model, g, cfg.micro_batch, cfg.temperature, run.logprob_chunk)
-                g.old_logp = old if n_steps > 1 else None
+                old = policy.completion_logprobs(model, g.prompt, mb.tokens, mb.mask, cfg.temperature,
+                                                 run.logprob_chunk)
+                mb.old_logp = old if n_steps > 1 else None
                 if sampler is not None:
-                    gaps.append((g.rollouts.logprobs - old).abs()[g.rollouts.mask.bool()])
+                    gaps.append(_gap(g.rollouts.logprobs, mb, old))
             if ref is not None:
-                g.ref_logp = _chunked_logprobs(ref, g, cfg.micro_batch, cfg.temperature, run.logprob_chunk)
+                mb.ref_logp = policy.completion_logprobs(ref, g.prompt, mb.tokens, mb.mask, cfg.temperature,
+                                                         run.logprob_chunk)
     gap = logprob_gap(gaps) if sampler is not None else {}
     rows = [row for g in groups
             for row in rollout_rows(g, run.stage, run.iteration, rnd.index, rnd.epoch, prompts.media)]
@@ -172,42 +184,43 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
             f"set it null to go on)")
 
     model.train()
-    seqs = [(gi, i) for gi, g in enumerate(groups) for i in range(len(g.texts))]
-    random.Random(cfg.seed * 7919 + rnd.index * 31 + d.rank).shuffle(seqs)
-    chunks = [seqs[i * len(seqs) // n_steps:(i + 1) * len(seqs) // n_steps] for i in range(n_steps)]
     accs = [r["reward_accuracy"] for r in all_rows]
     fmts = [r["reward_format"] for r in all_rows]
     lengths = [r["num_tokens"] for r in all_rows]
+    idle = next((mb for step in plan for mb in step), None)
     metrics = []
-    for s, step in enumerate(chunks):
-        batches = micro_batches(step, cfg.micro_batch)
+    for s, batches in enumerate(plan):
         # Lockstep: every rank runs as many micro-batches as the busiest one (ZeRO reduces inside each
         # backward, ZeRO-3 gathers inside each forward); the extra ones weigh 0. Each sequence weighs
         # world / (sequences in the step over all ranks): DeepSpeed averages over ranks, so the update is
         # the mean over the step's sequences wherever they were.
-        sizes = distributed.gather((len(batches), len(step)))
+        sizes = distributed.gather((len(batches), len(chunks[s])))
         n_batches, n_seqs = max(b for b, _ in sizes), sum(n for _, n in sizes)
         weight = d.world / max(1, n_seqs)
-        total, stats = 0.0, {"kl": 0.0, "clip_frac": 0.0}
+        # loss, kl, clip_frac summed over this rank's sequences, on the device until the step is done
+        sums = torch.zeros(3, device=policy.model_device(model))
         for b in range(n_batches):
             if b < len(batches):
-                gi, idx = batches[b]
-                loss, st = _sequence_loss(engine, groups[gi], idx, cfg, run)
+                mb = batches[b]
+                loss, st = _sequence_loss(engine, groups[mb.group].prompt, mb, cfg, run)
                 engine.backward(loss * weight)
-                total += float(loss.detach())
-                for k in stats:
-                    stats[k] += st[k]
+                sums += torch.stack([loss.detach(), st["kl"], st["clip_frac"]])
             else:
-                engine.backward(_idle_loss(engine, processor, groups, cfg, run))
+                engine.backward(_idle_loss(engine, processor, groups, idle, cfg, run))
         grad_norm = engine.step()
-        local = {"loss": total, "kl": stats["kl"], "clip_frac": stats["clip_frac"], "n": len(step)}
+        loss_sum, kl_sum, clip_sum = sums.tolist()  # the step's one wait for the device
+        forward_tokens = sum(mb.forward_tokens(groups[mb.group].prompt.length) for mb in batches)
+        local = {"loss": loss_sum, "kl": kl_sum, "clip_frac": clip_sum, "n": len(chunks[s]),
+                 "forwards": len(batches), "forward_tokens": forward_tokens}
         parts = distributed.gather(local)
         n = max(1, sum(p["n"] for p in parts))
+        forwards = max(1, sum(p["forwards"] for p in parts))
         metrics.append({
             "stage": run.stage, "iteration": run.iteration, "round": rnd.index, "step_in_round": s,
             "loss": sum(p["loss"] for p in parts) / n, "kl": sum(p["kl"] for p in parts) / n,
             "clip_frac": sum(p["clip_frac"] for p in parts) / n, "grad_norm": grad_norm,
             "micro_batches": n_batches,
+            "tokens_per_micro_batch": sum(p["forward_tokens"] for p in parts) / forwards,
             "reward/accuracy": sum(accs) / len(accs), "reward/format": sum(fmts) / len(fmts),
             "response_length": sum(lengths) / len(lengths),
             "seconds/sample": t_sample, "seconds/round": time.perf_counter() - t0, **gap,
@@ -217,58 +230,117 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
     return metrics
 
 
+def _gap(sampler_logprobs: torch.Tensor, mb: "MicroBatch", old: torch.Tensor) -> torch.Tensor:
+    """(sum, count, max) of |the sampler's log-prob - the trainer's| over the micro-batch's sampled tokens,
+    on the device (masked sums, not a boolean selection: no wait for the device)."""
+    vllm = to_device(sampler_logprobs.cpu()[torch.tensor(mb.rows), :mb.tokens.shape[1]], old.device)
+    m = mb.mask.to(old.dtype)
+    diff = (vllm - old).abs() * m
+    return torch.stack([diff.sum(), m.sum(), diff.max()])
+
+
 def logprob_gap(gaps: list[torch.Tensor]) -> dict:
     """The round's ``vllm/logprob_gap_mean`` and ``vllm/logprob_gap_max``: |vLLM's log-prob - the
-    trainer's| of the sampled tokens (``gaps``: this rank's, one flat tensor per group), over every rank."""
-    local = torch.cat(gaps) if gaps else torch.zeros(0)
-    parts = distributed.gather((float(local.sum()), local.numel(), float(local.max()) if local.numel() else 0.0))
+    trainer's| of the sampled tokens (``gaps``: this rank's (sum, count, max) per micro-batch), over every rank."""
+    local = torch.stack(gaps).cpu() if gaps else torch.zeros(0, 3)
+    parts = distributed.gather((float(local[:, 0].sum()), int(local[:, 1].sum()),
+                                float(local[:, 2].max()) if len(local) else 0.0))
     n = sum(p[1] for p in parts)
     return {"vllm/logprob_gap_mean": sum(p[0] for p in parts) / max(1, n),
             "vllm/logprob_gap_max": max(p[2] for p in parts)}
 
 
-def micro_batches(step: list[tuple[int, int]], micro: int) -> list[tuple[int, list[int]]]:
-    """A step's (group, rollout) sequences as micro-batches of at most ``micro`` rollouts of one group
-    (a micro-batch shares its prompt and vision features)."""
+def micro_batches(step: list[tuple[int, int]], micro: int, budget: int | None = None,
+                  lengths: dict | None = None) -> list[tuple[int, list[int]]]:
+    """A step's (group, rollout) sequences as micro-batches of one group each (a micro-batch shares its
+    prompt and vision features): at most ``micro`` rollouts, and with a token ``budget`` no more than
+    fit rollouts x (prompt + the longest completion among them) <= budget; a rollout over the budget
+    alone gets a micro-batch of its own. ``lengths[group]``: (prompt tokens, completion tokens of each
+    rollout). Under a budget a group's rollouts go longest first, so those padded together are alike.
+
+    Rollouts of different queries never share a forward: their prompts and vision features differ, so
+    one forward would pad every prompt to the longest (or need variable-length attention over packed
+    rows), and under ZeRO-3 a forward must call the vision tower exactly once on every rank
+    (``policy.lockstep``), which a forward of several prompts would not."""
     by_group: dict = {}
     for gi, i in step:
         by_group.setdefault(gi, []).append(i)
-    return [(gi, idx[c:c + micro]) for gi, idx in by_group.items() for c in range(0, len(idx), micro)]
+    out = []
+    for gi, idx in by_group.items():
+        if budget is not None:
+            prompt, completion = lengths[gi]
+            idx = sorted(idx, key=lambda i: -completion[i])
+        batch: list[int] = []
+        for i in idx:
+            full = len(batch) == micro or (budget is not None and batch
+                                           and (len(batch) + 1) * (prompt + completion[batch[0]]) > budget)
+            if full:
+                out.append((gi, batch))
+                batch = []
+            batch.append(i)
+        if batch:
+            out.append((gi, batch))
+    return out
 
 
-def _sequence_loss(engine: TrainEngine, g: Group, idx: list[int], cfg: GRPOConfig, run: RunContext):
-    """The summed clipped-surrogate loss of rollouts ``idx`` of group ``g`` (and its stats)."""
-    rows = torch.tensor(idx)
-    toks, mask = g.rollouts.tokens[rows], g.rollouts.mask[rows]
-    logp = policy.completion_logprobs(engine.module, g.prompt, toks, mask, cfg.temperature, run.logprob_chunk,
+@dataclass
+class MicroBatch:
+    """One forward/backward of the update: rollouts ``rows`` of group ``group``, on the training device,
+    cut to the longest completion among them."""
+
+    group: int
+    rows: list[int]
+    tokens: torch.Tensor  # (n, L) completion ids
+    mask: torch.Tensor  # (n, L)
+    adv: torch.Tensor  # (n,)
+    old_logp: torch.Tensor | None = None  # (n, L) when the round takes several optimiser steps
+    ref_logp: torch.Tensor | None = None  # (n, L) with kl_coef > 0
+
+    def forward_tokens(self, prompt_length: int) -> int:
+        """Tokens the forward carries: each rollout's prompt and its (padded) completion."""
+        n, L = self.tokens.shape
+        return n * (prompt_length + L)
+
+
+def plan_micro_batches(groups: list[Group], chunks: list[list[tuple[int, int]]], cfg: GRPOConfig,
+                       device: torch.device) -> list[list[MicroBatch]]:
+    """Each optimiser step's micro-batches (``micro_batches``), their tensors moved to ``device`` once
+    for the round, without waiting for it."""
+    cpu = [(g.rollouts.tokens.cpu(), g.rollouts.mask.cpu()) for g in groups]
+    lengths = {gi: (g.prompt.length, mask.sum(1).tolist()) for gi, (g, (_, mask)) in enumerate(zip(groups, cpu))}
+    plan = []
+    for step in chunks:
+        batches = []
+        for gi, rows in micro_batches(step, cfg.micro_batch, cfg.micro_batch_tokens, lengths):
+            idx, L = torch.tensor(rows), max(lengths[gi][1][i] for i in rows)
+            tokens, mask = cpu[gi]
+            batches.append(MicroBatch(gi, rows, to_device(tokens[idx, :L], device), to_device(mask[idx, :L], device),
+                                      to_device(groups[gi].adv[idx].float(), device)))
+        plan.append(batches)
+    return plan
+
+
+def _sequence_loss(engine: TrainEngine, prompt: policy.EncodedPrompt, mb: MicroBatch, cfg: GRPOConfig,
+                   run: RunContext):
+    """The summed clipped-surrogate loss of the micro-batch's rollouts (and its stats)."""
+    logp = policy.completion_logprobs(engine.module, prompt, mb.tokens, mb.mask, cfg.temperature, run.logprob_chunk,
                                       forward=engine.forward)
-    dev = logp.device
-    old = g.old_logp[rows].to(dev) if g.old_logp is not None else logp.detach()
-    refl = g.ref_logp[rows].to(dev) if g.ref_logp is not None else None
-    return grpo_loss(logp, old, g.adv[rows].to(dev), mask.to(dev), cfg.clip_eps, refl, cfg.kl_coef)
+    old = mb.old_logp if mb.old_logp is not None else logp.detach()
+    return grpo_loss(logp, old, mb.adv, mb.mask, cfg.clip_eps, mb.ref_logp, cfg.kl_coef)
 
 
-def _idle_loss(engine: TrainEngine, processor, groups: list[Group], cfg: GRPOConfig, run: RunContext) -> torch.Tensor:
-    """A forward and backward that changes nothing: one of this rank's rollouts (or, with none, a
-    one-token text prompt) at weight 0, so the rank calls what the others call."""
-    if groups:
-        g = groups[0]
-        prompt, toks, mask = g.prompt, g.rollouts.tokens[:1], g.rollouts.mask[:1]
+def _idle_loss(engine: TrainEngine, processor, groups: list[Group], idle: MicroBatch | None, cfg: GRPOConfig,
+               run: RunContext) -> torch.Tensor:
+    """A forward and backward that changes nothing: one of this rank's rollouts (``idle``, or, with none,
+    a one-token text prompt) at weight 0, so the rank calls what the others call."""
+    if idle is not None:
+        prompt, toks, mask = groups[idle.group].prompt, idle.tokens[:1], idle.mask[:1]
     else:
         prompt = policy.encode(processor, processor.tokenizer.eos_token)
         toks = torch.tensor([[processor.tokenizer.pad_token_id]])
         mask = torch.ones_like(toks)
     return policy.completion_logprobs(engine.module, prompt, toks, mask, cfg.temperature, run.logprob_chunk,
                                       forward=engine.forward).sum() * 0
-
-
-def _chunked_logprobs(model, g: Group, micro: int, temperature: float, chunk: int | None = None) -> torch.Tensor:
-    """(G, T) no-grad log-probs of a group's rollouts, ``micro`` rollouts per forward, kept on the CPU."""
-    parts = []
-    for c in range(0, g.rollouts.tokens.shape[0], micro):
-        parts.append(policy.completion_logprobs(model, g.prompt, g.rollouts.tokens[c:c + micro],
-                                                g.rollouts.mask[c:c + micro], temperature, chunk).cpu())
-    return torch.cat(parts)
 
 
 class RolloutLog:
@@ -323,7 +395,17 @@ def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration
     model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
     policy.configure_processor(processor, prompts.media)
     inputs = {"model": model_path, "data": data_path}
-    context = {"iteration": iteration, "stage": stage, "world_size": d.world}
+    # auto resolves here, once: the backend that ran goes to settings.json and the run's fingerprint (a
+    # resume in an env that resolves otherwise would sample the rest of the stage differently)
+    rollout_backend = backend.resolve_backend(job.grpo.rollout_backend)
+    context = {"iteration": iteration, "stage": stage, "world_size": d.world, "rollout_backend": rollout_backend}
+    # zero_config auto resolves here too (the memory plan of this job on these GPUs): a resume under
+    # another ZeRO stage would not load the engine's checkpoint, so the JSON that runs is fingerprinted
+    zero_config, zero = job_zero_config(
+        job.train.engine, job.train.zero_config,
+        lambda gpu: memory_plan.grpo_job_plan(model.config.to_dict(), asdict(job), d.world,
+                                              model.config._attn_implementation, gpu, rollout_backend == "vllm"))
+    context["zero_config"] = zero_config
     rollout_log = RolloutLog(os.path.join(checkpoint_dir, "rollouts.partial.jsonl"))
     # a checkpoint written from other data or settings is refused (see StepCheckpointer)
     ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint(inputs, {**asdict(job), **context}),
@@ -334,9 +416,14 @@ def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration
             log.info("resuming from step checkpoint at round %d", resume_round)
         rollout_log.open()
     distributed.barrier()
-    run = RunContext.of(job, d, stage, iteration)
+    run = replace(RunContext.of(job, d, stage, iteration), zero_config=zero_config)
+    if d.main and zero:
+        log.info("grpo %s: DeepSpeed ZeRO-%d (%s)", stage, zero["stage"], zero.get("reason", zero["chosen_by"]))
     sampler = None
-    if job.grpo.rollout_backend == "vllm":
+    if d.main:
+        log.info("grpo %s: rollouts sampled by %s (grpo.rollout_backend %s)", stage,
+                 "vLLM" if rollout_backend == "vllm" else "our HF sampler", job.grpo.rollout_backend)
+    if rollout_backend == "vllm":
         sampler = vllm_rollouts.VLLMRollouts(model_path, job.dtype, prompts.media, job.grpo.engine_args(),
                                              sampling_seed(job.grpo.seed, stage, iteration, "engine"))
     engine, metrics = train_grpo(model, processor, records, job.grpo, prompts, run, rollout_log.append,
@@ -346,7 +433,7 @@ def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration
     if d.main:
         rollout_log.finish(out.rollouts)
         write_jsonl(out.metrics, metrics)
-        write_settings(out.settings, job, inputs, **context)
+        write_settings(out.settings, job, inputs, **context, zero=zero)
         ckpt.clear()
     return metrics
 

@@ -6,24 +6,7 @@ list of questions with one ``Generation`` each, from the same prepared inputs (v
 from __future__ import annotations
 
 from veripo.eval.backends.base import Generation  # noqa: F401  (what every backend returns)
-
-
-def vllm_available() -> bool:
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_backend(name: str) -> str:
-    """"hf" or "vllm" for a configured backend name (one of hf, vllm, auto by the schema); auto = vllm
-    when importable on a CUDA machine."""
-    if name != "auto":
-        return name
-    import torch
-
-    return "vllm" if torch.cuda.is_available() and vllm_available() else "hf"
+from veripo.model.backend import resolve_backend, vllm_available  # noqa: F401  (shared with GRPO's rollouts)
 
 
 class HFBackend:
