@@ -145,6 +145,7 @@ def policy_args(*sections):
         "prompts": config["prompts"],
         "media": config["media"],
         "train": config["train"],
+        "max_question_chars": config["data"]["max_question_chars"],
     }
     for s in sections:
         cfg[s] = config[s]

@@ -67,7 +67,8 @@ if IMPORTS:
         params:
             cmd=python_script("data_import"),
             spec=lambda wc: as_json(IMPORTS[wc.name]),
+            max_question_chars=config["data"]["max_question_chars"],
         shell:
             "{params.cmd:q} --name {wildcards.name:q} --spec {params.spec:q} "
             "--out {output.queries:q} --rejected {output.rejected:q} "
-            "--stats {output.stats:q} 2> {log:q}"
+            "--stats {output.stats:q} --max-question-chars {params.max_question_chars} 2> {log:q}"

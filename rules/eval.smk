@@ -27,7 +27,7 @@ rule eval_generate:
         video_root=get_eval_video_root,
         cfg=get_eval_config,
     shell:
-        "{params.cmd:q} --model {params.model:q} --benchmark {wildcards.bench:q} "
+        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd:q} --model {params.model:q} --benchmark {wildcards.bench:q} "
         "--questions {input.questions:q} --video-root {params.video_root:q} "
         "--config {params.cfg:q} --out {output.predictions:q} "
         "--run-info {output.run_info:q} 2> {log:q}"
@@ -54,7 +54,7 @@ rule eval_score:
         model=get_eval_model,
         cfg=lambda wc: as_json({"verifier": {"judge": config["verifier"]["judge"]}}),
     shell:
-        "{params.cmd:q} --benchmark {wildcards.bench:q} "
+        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd:q} --benchmark {wildcards.bench:q} "
         "--predictions {input.predictions:q} "
         "--run-info {input.run_info:q} --questions {input.questions:q} "
         "--model {params.model:q} --config {params.cfg:q} --out {output:q} 2> {log:q}"

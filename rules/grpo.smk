@@ -27,7 +27,7 @@ rule grpo_train:
         ckpt="checkpoints/iter{iter}/grpo",
         cmd=launcher("grpo_train"),
     shell:
-        "{params.cmd:q} --model {params.start:q} --data {input.data:q} "
+        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd:q} --model {params.start:q} --data {input.data:q} "
         "--config {params.cfg:q} --iteration {wildcards.iter:q} "
         "--stage {params.stage:q} --out-model {output.model:q} "
         "--out-rollouts {output.rollouts:q} --out-metrics {output.metrics:q} "

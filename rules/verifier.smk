@@ -47,6 +47,6 @@ rule verifier_judge:
         cmd=python_script("verifier_judge"),
         cfg=lambda wc: as_json(config["verifier"]),
     shell:
-        "{params.cmd:q} --rollouts {input.rollouts:q} --model {input.model:q} "
+        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd:q} --rollouts {input.rollouts:q} --model {input.model:q} "
         "--config {params.cfg:q} --out {output.verdicts:q} "
         "--stats {output.stats:q} --out-settings {output.settings:q} 2> {log:q}"

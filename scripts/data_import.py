@@ -5,6 +5,7 @@ import _bootstrap  # noqa: F401
 import click
 
 from veripo.cli import JSON, main_guard, setup_logging
+from veripo.stage_config import MAX_QUESTION_CHARS
 
 
 @click.command()
@@ -13,14 +14,16 @@ from veripo.cli import JSON, main_guard, setup_logging
 @click.option("--out", required=True, help="training queries (JSONL)")
 @click.option("--rejected", "rejected_out", required=True, help="one line per rejected record (JSONL)")
 @click.option("--stats", "stats_out", required=True, help="counts by answer type, medium and rejection reason")
+@click.option("--max-question-chars", type=click.IntRange(min=1), default=MAX_QUESTION_CHARS, show_default=True,
+              help="config data.max_question_chars: a longer question is rejected")
 @main_guard
-def main(name, spec, out, rejected_out, stats_out):
+def main(name, spec, out, rejected_out, stats_out, max_question_chars):
     setup_logging()
     from veripo.data.importers import ImportSpec, import_queries, summary
     from veripo.errors import InputError
     from veripo.jsonio import write_json, write_jsonl
 
-    result = import_queries(ImportSpec.from_config(spec, f"data.imports.{name}"), name, out)
+    result = import_queries(ImportSpec.from_config(spec, f"data.imports.{name}"), name, out, max_question_chars)
     write_jsonl(rejected_out, result.rejected)
     write_json(stats_out, result.stats)
     text = summary(result, out, rejected_out)

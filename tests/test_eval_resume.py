@@ -78,3 +78,82 @@ def test_resume_after_sigkill(tmp_path, tiny_dir, default_config):
     assert not os.path.exists(partial) and not os.path.exists(evaluate.meta_path(partial))
     info = json.loads(run_info.read_text())
     assert info["n_answered"] == 40 and info["skipped"] == 0 and info["generation"]["batch_size"] == 2
+
+
+class Killed(Exception):
+    """What a SIGKILL is to the job, without a subprocess: the run stops after its first answers."""
+
+
+class ScriptedBackend:
+    """Answers "A" to each question; raises Killed after ``answers`` answers (None: never)."""
+
+    def __init__(self, answers=None):
+        self.left = answers
+
+    def describe(self):
+        return {"backend": "scripted"}
+
+    def generate(self, questions):
+        from types import SimpleNamespace
+
+        if self.left is not None:
+            if self.left <= 0:
+                raise Killed
+            self.left -= len(questions)
+        return [SimpleNamespace(text="<answer>A</answer>", num_tokens=3, truncated=False) for _ in questions]
+
+
+def test_question_edited_in_place_is_not_resumed(tmp_path, default_config, monkeypatch, caplog):
+    """A question edited to the same size with its mtime set back, or a video replaced, is another run:
+    the partial predictions are discarded with one line naming what changed, not resumed past."""
+    import logging
+
+    from veripo.eval import job as eval_job
+    from veripo.eval.backends import hf as eval_backends
+    from veripo.stage_config import EvalJob
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "bench"
+    questions = root / "vsi_bench.json"
+    records = synthetic_benchmarks.write_benchmark("vsi_bench", str(root), 4, seed=3, size=32, fps=4, seconds=0.5)
+    jsonio.write_json(questions, records)
+    settings = job_settings(default_config, "vsi_bench")
+    settings["generation"].update(batch_size=1, backend="hf")
+    out, run_info = tmp_path / "eval" / "p.jsonl", tmp_path / "eval" / "run.json"
+    partial = evaluate.partial_path(str(out))
+    backend = {}
+    monkeypatch.setattr(eval_backends, "load_backend", lambda *a, **k: backend["now"])
+    caplog.set_level(logging.INFO)
+
+    def run(answers):
+        backend["now"] = ScriptedBackend(answers)
+        caplog.clear()
+        eval_job.run_generation("tiny", "vsi_bench", str(questions), str(root), EvalJob.from_config(settings),
+                                str(out), str(run_info))
+
+    with pytest.raises(Killed):
+        run(1)
+    with pytest.raises(Killed):
+        run(1)  # nothing changed: resumed, one more answer
+    assert f"resuming {partial}: same checkpoint, question file and " in caplog.text
+    assert len(read_lines(partial)) == 2
+
+    text = questions.read_text(encoding="utf-8")
+    st = questions.stat()
+    q = records[0]["question"]
+    edited = q[:-1] + ("!" if q[-1] != "!" else ".")
+    questions.write_text(text.replace(json.dumps(q, ensure_ascii=False), json.dumps(edited, ensure_ascii=False), 1),
+                         encoding="utf-8")
+    os.utime(questions, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert questions.stat().st_size == st.st_size and questions.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(Killed):
+        run(1)
+    assert f"discarding {partial} and starting over: written with another question_file" in caplog.text
+    assert "resuming" not in caplog.text and len(read_lines(partial)) == 1
+
+    videos = sorted({root / r["video_path"] for r in records})
+    video, other = next((a, b) for a in videos for b in videos if a.read_bytes() != b.read_bytes())
+    video.write_bytes(other.read_bytes())  # another valid video under the same name
+    run(None)
+    assert f"written with another media {video}" in caplog.text and "generated 4, resumed past 0" in caplog.text
+    assert len(read_lines(out)) == 4

@@ -209,3 +209,115 @@ def test_key_names_file_content_and_settings(tmp_path):
     keys = {frame_cache.entry_key(digest, *s) for s in (SETTINGS, (2, 2, 8))}
     assert len(keys) == 1, "2 and 2.0 fps are one setting"
     assert frame_cache.entry_key("0" * 64, *SETTINGS) not in keys
+
+
+def test_config_bound_holds_for_the_media_checks(tmp_path, default_config):
+    from veripo.config import validate_config
+    from veripo.media import checks
+    from veripo.stage_config import MediaConfig
+
+    cfg = dict(default_config, media=dict(default_config["media"], frame_cache=str(tmp_path / "cache")))
+    cfg["media"]["frame_cache_max_bytes"] = 1
+    media = dataclasses.asdict(MediaConfig.from_config(validate_config(cfg)["media"]))
+    videos = [write_video(tmp_path / f"{c}.mp4", c) for c in ("red", "green", "blue")]
+    assert checks.probe_video(videos[0], media) is None
+    size = os.path.getsize(os.path.join(media["frame_cache"], entries(media["frame_cache"])[0]))
+    media["frame_cache_max_bytes"] = 2 * size + size // 2
+    for v in videos:
+        assert checks.probe_video(v, media) is None
+    cache = media["frame_cache"]
+    assert len(entries(cache)) == 2
+    assert sum(os.path.getsize(os.path.join(cache, e)) for e in entries(cache)) <= media["frame_cache_max_bytes"]
+
+
+@pytest.mark.parametrize("bad", [0, -5, "1GB", 1.5])
+def test_config_bound_is_validated(default_config, bad):
+    from veripo.config import ConfigError, validate_config
+
+    cfg = dict(default_config, media=dict(default_config["media"], frame_cache_max_bytes=bad))
+    with pytest.raises(ConfigError, match="frame_cache_max_bytes"):
+        validate_config(cfg)
+
+
+def test_dead_writers_temporaries_are_removed(tmp_path):
+    video = write_video(tmp_path / "v.mp4")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    host = frame_cache.HOST
+    names = {
+        "dead": f".{'a' * 64}.{dead_pid}.0011aabb.{host}{frame_cache.TEMP_SUFFIX}",
+        "alive": f".{'b' * 64}.{os.getppid()}.0011aabb.{host}{frame_cache.TEMP_SUFFIX}",
+        "other_host": f".{'c' * 64}.{dead_pid}.0011aabb.elsewhere.example{frame_cache.TEMP_SUFFIX}",
+        "old_other_host": f".{'d' * 64}.{dead_pid}.0011aabb.elsewhere.example{frame_cache.TEMP_SUFFIX}",
+    }
+    for name in names.values():
+        (cache / name).write_bytes(b"half an entry")
+    old = os.path.getmtime(cache / names["old_other_host"]) - frame_cache.STALE_TEMP_SECONDS - 60
+    os.utime(cache / names["old_other_host"], (old, old))
+    frame_cache.decode_video(video, *SETTINGS, cache_dir=str(cache))  # a write, no size bound
+    left = set(os.listdir(cache))
+    assert names["dead"] not in left and names["old_other_host"] not in left
+    assert names["alive"] in left, "removed the temporary of a writer still running"
+    assert names["other_host"] in left, "removed a recent temporary whose writer cannot be checked here"
+    assert len(entries(cache)) == 1
+
+
+def test_an_entry_evicted_under_a_reader_is_read_whole_or_decoded_again(tmp_path, decodes, monkeypatch):
+    video = write_video(tmp_path / "v.mp4")
+    cache = str(tmp_path / "cache")
+    want = frame_cache.decode_video(video, *SETTINGS, cache_dir=cache)
+    real_load = np.load
+
+    def evicted_after_open(path, *args, **kwargs):
+        z = real_load(path, *args, **kwargs)
+        frame_cache.trim(cache, 1)  # another process evicts it while this one holds it open
+        return z
+
+    monkeypatch.setattr(np, "load", evicted_after_open)
+    assert_same_clip(frame_cache.decode_video(video, *SETTINGS, cache_dir=cache), want)
+    assert len(decodes) == 1 and entries(cache) == []
+
+    def evicted_before_open(path, *args, **kwargs):
+        frame_cache.trim(cache, 1)
+        return real_load(path, *args, **kwargs)
+
+    frame_cache.decode_video(video, *SETTINGS, cache_dir=cache)
+    monkeypatch.setattr(np, "load", evicted_before_open)
+    assert_same_clip(frame_cache.decode_video(video, *SETTINGS, cache_dir=cache), want)
+    assert len(decodes) == 3
+
+
+EVICTING_READER = """
+import sys
+import numpy as np
+from pathlib import Path
+from veripo.media import decode, frame_cache
+
+video, cache, go, rounds, cap = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+want = decode.decode_video(video, 2.0, 2, 8)
+while not go.exists():
+    pass
+for _ in range(rounds):
+    got = frame_cache.decode_video(video, 2.0, 2, 8, cache_dir=cache, max_bytes=cap)
+    assert np.array_equal(got.frames, want.frames) and got.indices == want.indices
+print("ok")
+"""
+
+
+def test_processes_evicting_each_others_entries_read_right_frames(tmp_path):
+    # room for one entry: every write evicts the other process's entry, often while it is being read
+    videos = [write_video(tmp_path / f"{c}.mp4", c, frames=32, size=160) for c in ("red", "blue")]
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    frame_cache.decode_video(videos[0], *SETTINGS, cache_dir=str(cache))
+    cap = os.path.getsize(cache / entries(cache)[0]) * 3 // 2
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen([sys.executable, "-c", EVICTING_READER, v, str(cache), str(go), "25", str(cap)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in videos]
+    go.touch()
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and out.strip() == "ok", err[-2000:]
+    assert len(entries(cache)) == 1 and os.listdir(cache) == entries(cache)

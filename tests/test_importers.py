@@ -73,7 +73,7 @@ def test_video_r1_records_become_queries_whose_gold_earns_the_full_reward(workdi
     ]
     result = convert("vr.json", json.dumps(records), "video_r1", media_root="media")
     assert result.stats["rejected"] == 0, result.rejected
-    by_id = {q["id"]: q for q in result.queries}
+    by_id = {int(q["id"]): q for q in result.queries}  # ids are written as strings
     assert [by_id[i]["answer_type"] for i in (1, 2, 3, 4)] == ["multiple_choice", "numeric", "numeric", "math"]
     assert by_id[1]["answer"] == "B" and by_id[1]["options"] == ["A. red", "B. blue", "C. green"]
     # the prompt shows the question alone, so the options travel in it
@@ -81,14 +81,14 @@ def test_video_r1_records_become_queries_whose_gold_earns_the_full_reward(workdi
     assert by_id[2]["answer"] == "1000" and by_id[4]["answer"] == "$\\frac{1}{2}$"
 
     loaded = load_queries(OUT)
-    assert {q["id"] for q in loaded} == {1, 2, 3, 4}
-    media = {q["id"]: q.get("video") or q.get("image") for q in loaded}
+    assert {q["id"] for q in loaded} == {"1", "2", "3", "4"}
+    media = {int(q["id"]): q.get("video") or q.get("image") for q in loaded}
     assert media == {1: "media/V/a.mp4", 2: "media/V/b.mp4", 3: "media/V/a.mp4", 4: "media/I/c.png"}
     assert "image" in by_id[4] and "video" not in by_id[4]
     assert_gold_earns_full_reward(loaded)
     # and the reward can tell a wrong answer
     wrong = {1: "A", 2: "500", 3: "7", 4: "$\\frac{1}{3}$"}
-    assert all(accuracy_reward(perfect(wrong[q["id"]]), q) < 1.0 for q in loaded)
+    assert all(accuracy_reward(perfect(wrong[int(q["id"])]), q) < 1.0 for q in loaded)
 
 
 def test_video_r1_records_that_cannot_be_rewarded_are_listed_with_their_reason(workdir):
@@ -109,19 +109,19 @@ def test_video_r1_records_that_cannot_be_rewarded_are_listed_with_their_reason(w
     ]
     result = convert("vr.json", json.dumps(records), "video_r1", media_root="media")
     assert_counted(result)
-    assert [q["id"] for q in result.queries] == [1]
+    assert [q["id"] for q in result.queries] == ["1"]
     reasons = {r["where"]: (r["id"], r["reason"]) for r in result.rejected}
     assert reasons == {
-        "record 2": (2, "no_answer_tag"),
-        "record 3": (3, "unknown_problem_type"),
-        "record 4": (4, "unscorable_problem_type"),
-        "record 5": (5, "unscorable_problem_type"),
-        "record 6": (6, "missing_media"),
-        "record 7": (1, "duplicate_id"),
-        "record 8": (7, "letter_not_in_options"),
-        "record 9": (8, "bad_options"),
-        "record 10": (9, "bad_answer"),
-        "record 11": (10, "missing_field"),
+        "record 2": ("2", "no_answer_tag"),
+        "record 3": ("3", "unknown_problem_type"),
+        "record 4": ("4", "unscorable_problem_type"),
+        "record 5": ("5", "unscorable_problem_type"),
+        "record 6": ("6", "missing_media"),
+        "record 7": ("1", "duplicate_id"),
+        "record 8": ("7", "letter_not_in_options"),
+        "record 9": ("8", "bad_options"),
+        "record 10": ("9", "bad_answer"),
+        "record 11": ("10", "missing_field"),
         "record 12": (None, "bad_record"),
     }
     messages = {r["where"]: r["message"] for r in result.rejected}
@@ -272,7 +272,7 @@ def test_the_workflow_trains_on_an_import(tmp_path, default_config):
     out = snakemake(tmp_path, cfg, "data/imported/mine.jsonl")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "mine: 1 of 2 records of vr.json imported" in out.stdout
-    assert [q["id"] for q in load_queries(str(tmp_path / "data/imported/mine.jsonl"))] == [1]
+    assert [q["id"] for q in load_queries(str(tmp_path / "data/imported/mine.jsonl"))] == ["1"]
     stats = json.loads((tmp_path / "data/imported/mine.stats.json").read_text())
     assert stats["rejections"] == {"unscorable_problem_type": 1}
     assert (tmp_path / "logs/data_import/mine.log").exists()

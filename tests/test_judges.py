@@ -137,6 +137,10 @@ def test_vllm_judge_against_a_mock_engine(judge_dirs, monkeypatch):
             return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=reply(p))]) for p in prompts]
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    monkeypatch.setitem(sys.modules, "vllm.v1.engine.exceptions",
+                        types.SimpleNamespace(EngineDeadError=type("EngineDeadError", (Exception,), {})))
+    for key in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING"):  # the judge sets them on CPU
+        monkeypatch.setenv(key, "1")
     judge = make_judge(spec("vllm", model="/models/judge-7b", engine_args={"tensor_parallel_size": 2}))
     verdicts = judge(TEXTS)
     assert [v["verdict"] for v in verdicts] == EXPECTED

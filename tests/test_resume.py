@@ -319,3 +319,134 @@ def test_killed_dpo_rerun_with_another_lr_is_refused(tmp_path, tiny_dir, tiny_po
     assert last.startswith(f"error: {tmp_path / 'ckpt'}/step-") and "(settings dpo.lr changed)" in last, last
     assert f"delete {tmp_path / 'ckpt'} to start over" in last and "Traceback" not in rerun.stderr
     assert not (tmp_path / "model").exists()
+
+
+# What a resume fingerprints besides the data file: the media it names, hashed through a cache.
+
+class Killed(Exception):
+    """What a SIGKILL is to the job, without a subprocess: it stops before saving its model."""
+
+
+def killed_at_the_end(monkeypatch, module):
+    def save(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(module, "save_checkpoint", save)
+
+
+def own_videos(tmp_path, n=2):
+    """Query records (paths resolved) on ``n`` synthetic videos this test may replace."""
+    from veripo import jsonio
+    from veripo.data import queries, synthetic
+
+    folder = tmp_path / "videos"
+    jsonio.write_jsonl(folder / "q.jsonl", synthetic.make_video_set(folder, n, seed=5, tasks=["color"], size=32,
+                                                                    fps=4, seconds=0.5))
+    return str(folder / "q.jsonl"), queries.load_queries(str(folder / "q.jsonl"))
+
+
+def replace_video(records):
+    """Overwrite the first record's video with another record's (a valid video, other bytes)."""
+    target, other = Path(records[0]["video"]), Path(records[1]["video"])
+    assert target.read_bytes() != other.read_bytes()
+    target.write_bytes(other.read_bytes())
+    return target
+
+
+def test_replaced_video_refuses_the_grpo_resume_naming_it(tmp_path, tiny_dir, default_config, monkeypatch, caplog):
+    import logging
+
+    from veripo.config import grpo_stage
+    from veripo.errors import InputError
+    from veripo.stage_config import GRPOJob
+    from veripo.train import grpo
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data, records = own_videos(tmp_path)
+    g = dict(grpo_stage(default_config, 1), rollout_batch=1, global_batch=2, epochs=1, checkpoint_every=1,
+             rollouts_per_query=2, max_new_tokens=8)
+    job = GRPOJob.from_config({"dtype": "float32", "attn_implementation": None, "prompts": default_config["prompts"],
+                               "media": default_config["media"], "train": default_config["train"], "grpo": g})
+    out = grpo.GRPOOutputs(*(str(tmp_path / n) for n in ("model", "r.jsonl", "m.jsonl", "s.json")))
+    ckpt = tmp_path / "ckpt"
+    killed_at_the_end(monkeypatch, grpo)
+    caplog.set_level(logging.INFO)
+    for _ in range(2):  # the second resumes from the first's newest step checkpoint
+        caplog.clear()
+        with pytest.raises(Killed):
+            grpo.run_job(tiny_dir, data, job, "video", 1, out, str(ckpt))
+    assert f"resuming from step checkpoint at round 1 ({ckpt / 'step-000001'}): same model {tiny_dir}, " \
+           f"data {data}, 2 media files (sha256), settings" in caplog.text
+
+    video = replace_video(records)  # the data file is unchanged
+    with pytest.raises(InputError) as err:
+        grpo.run_job(tiny_dir, data, job, "video", 1, out, str(ckpt))
+    msg = str(err.value)
+    assert f"(media {video} changed)" in msg and "input --data" not in msg and "\n" not in msg
+    assert f"delete {ckpt} to start over" in msg
+
+
+def test_replaced_video_refuses_the_dpo_resume_which_logs_its_line(tmp_path, tiny_dir, tiny_policy, default_config,
+                                                                   monkeypatch, caplog):
+    import logging
+
+    from veripo import jsonio
+    from veripo.errors import InputError
+    from veripo.stage_config import DPOJob
+    from veripo.train import dpo
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _, records = own_videos(tmp_path)
+    pairs = tmp_path / "pairs.jsonl"
+    jsonio.write_jsonl(pairs, some_pairs(tiny_policy[1], records))
+    dpo_cfg = dict(default_config["dpo"], global_batch=1, epochs=2, checkpoint_every=1, heldout_fraction=0.0)
+    job = DPOJob.from_config({"dtype": "float32", "attn_implementation": None, "prompts": default_config["prompts"],
+                              "media": default_config["media"], "train": dict(default_config["train"], engine="torch"),
+                              "dpo": dpo_cfg})
+    out = dpo.DPOOutputs(*(str(tmp_path / n) for n in ("model", "m.jsonl", "h.json", "s.json")))
+    ckpt = tmp_path / "ckpt"
+    killed_at_the_end(monkeypatch, dpo)
+    caplog.set_level(logging.INFO)
+    for _ in range(2):
+        caplog.clear()
+        with pytest.raises(Killed):
+            dpo.run_job(tiny_dir, str(pairs), job, out, str(ckpt))
+    assert f"resuming from step checkpoint at round 3 ({ckpt / 'step-000003'}): same model {tiny_dir}, " \
+           f"pairs {pairs}, 2 media files (sha256), settings" in caplog.text
+
+    video = replace_video(records)
+    with pytest.raises(InputError, match=rf"\(media {video} changed\)"):
+        dpo.run_job(tiny_dir, str(pairs), job, out, str(ckpt))
+
+
+def test_media_are_hashed_once_per_file_identity(tmp_path, monkeypatch):
+    import time as time_
+
+    from veripo import hashing
+
+    videos = [tmp_path / f"v{i}.mp4" for i in range(3)]
+    for i, v in enumerate(videos):
+        v.write_bytes(bytes([i]) * 1000)
+    cache = str(tmp_path / "cache.json")
+    hashed = []
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p, *a: hashed.append(str(p)) or real(p, *a))
+
+    first = hashing.sha256_files_cached([str(v) for v in videos], cache)
+    assert len(hashed) == 3  # written this instant: a rewrite within the same timestamp tick could keep its
+    time_.sleep(hashing.RACY_NS / 1e9 + 0.1)  # ctime, so they are hashed, not cached, until they are older
+    hashing.sha256_files_cached([str(v) for v in videos], cache)
+    assert len(hashed) == 6
+    assert hashing.sha256_files_cached([str(v) for v in videos], cache) == first and len(hashed) == 6  # hits
+
+    st = videos[0].stat()
+    videos[0].write_bytes(bytes([9]) * 1000)  # same size, mtime set back: still a new ctime
+    os.utime(videos[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = hashing.sha256_files_cached([str(v) for v in videos], cache)
+    assert hashed[6:] == [str(videos[0])] and again[str(videos[0])] != first[str(videos[0])]
+    assert again[str(videos[1])] == first[str(videos[1])]
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)  # never opened: reading it would block
+    assert hashing.sha256_files_cached([str(fifo), str(tmp_path / "gone.mp4")], cache) == {
+        str(fifo): "not a regular file", str(tmp_path / "gone.mp4"): "missing"}

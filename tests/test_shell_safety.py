@@ -43,9 +43,14 @@ def snakemake(checkout: Path, workdir: Path, cfg: dict, *args: str, timeout: int
 
 
 def printed_commands(text: str) -> list[list[str]]:
-    """The argv of every shell command a `-p` run printed, as a POSIX shell would split it."""
-    return [shlex.split(line.removeprefix("Shell command: ")) for line in text.splitlines()
-            if line.startswith("Shell command: ")]
+    """The argv of every shell command a `-p` run printed, as a POSIX shell would split it, without the
+    job's memory the vLLM rules set before it (VERIPO_MEM_MB=<the rule's mem_mb>, an integer)."""
+    commands = [shlex.split(line.removeprefix("Shell command: ")) for line in text.splitlines()
+                if line.startswith("Shell command: ")]
+    for argv in commands:
+        if argv and argv[0].startswith("VERIPO_MEM_MB="):
+            assert argv.pop(0).removeprefix("VERIPO_MEM_MB=").isdigit()
+    return commands
 
 
 def pwned_files(tmp: Path) -> list[Path]:

@@ -106,3 +106,36 @@ def test_vllm_judge_equals_hf_judge(vllm_python, vllm_env, judge_dir, tmp_path):
     # the replies depend on the prompt, and the unanswered rollout is not asked
     assert {v["verdict"] for v in want} == {"CONSISTENT", "INCONSISTENT", "UNKNOWN"}
     assert want[-1]["raw"] is None
+
+
+# The real VLLMJudge, then its engine dies under a generate as vLLM reports it (EngineDeadError, what
+# LLM.generate raises once the engine core is gone, e.g. taken by the OOM killer): the job's error path.
+DEAD = """
+import json, sys
+from vllm.v1.engine.exceptions import EngineDeadError
+from veripo.cli import main_guard
+from veripo.verify.judges import make_judge
+
+args = json.loads(sys.argv[1])
+judge = make_judge(args["spec"])
+print("kv_cache_memory_bytes", judge.llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes, flush=True)
+
+def dead(*a, **k):
+    raise EngineDeadError()
+
+judge.llm.generate = dead
+main_guard(lambda: judge(args["texts"], args["questions"]))()
+"""
+
+
+@pytest.mark.slow
+def test_vllm_judge_sized_from_its_key_and_a_dead_engine_is_one_line(vllm_python, vllm_env, judge_dir):
+    s = spec("vllm", judge_dir)
+    s["engine_args"]["kv_cache_gib"] = 2  # over the tests' VLLM_CPU_KVCACHE_SPACE=1: the key wins
+    proc = subprocess.run([vllm_python, "-c", DEAD, json.dumps({"spec": s, "texts": TEXTS, "questions": QUESTIONS})],
+                          cwd=ROOT, env=vllm_env, capture_output=True, text=True, timeout=300)
+    assert f"kv_cache_memory_bytes {2 << 30}" in proc.stdout, proc.stderr[-4000:]
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "vLLM judge's engine" in errors[0] and "died" in errors[0], proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr

@@ -1,5 +1,6 @@
-"""The tiny chain with every model call of the loop through vLLM (configs/vllm.yaml: GRPO rollouts, the
-judge, the evaluation), for real in the vLLM venv, shortened to one iteration."""
+"""The tiny chain with the model calls of the loop through vLLM (configs/vllm.yaml: GRPO rollouts and the
+evaluation; the rule judge), for real in the vLLM venv, shortened to one iteration: still VerIPO, the
+verifier's pairs train DPO, and every engine's KV cache is sized from its rule's mem_mb."""
 import json
 
 import pytest
@@ -32,6 +33,22 @@ def test_tiny_chain_through_vllm(tmp_path, default_config, vllm_python, vllm_env
         assert all(0 <= m["vllm/logprob_gap_mean"] <= m["vllm/logprob_gap_max"] < 1e-2 for m in metrics), metrics
     verdicts = jsonl(tmp_path / "iter1" / "verifier" / "verdicts.jsonl")
     assert verdicts
+    # the judge answers: verdicts a pair can be built from, not UNPARSABLE (the tiny policy as an LLM judge)
+    consistency = [v["checks"]["consistency"]["verdict"] for v in verdicts]
+    assert "UNPARSABLE" not in consistency and "CONSISTENT" in consistency
+    # ... so the iteration has pairs and DPO trains on them: steps logged, weights moved
+    stats = json.loads((tmp_path / "iter1" / "dpo" / "pair_stats.json").read_text())
+    assert stats["pairs"] > 0, stats
+    dpo_metrics = jsonl(tmp_path / "iter1" / "dpo" / "metrics.jsonl")
+    assert dpo_metrics and all(m["pairs"] > 0 for m in dpo_metrics)
+    from safetensors.torch import load_file
+
+    before = load_file(str(tmp_path / "iter1" / "grpo" / "model" / "model.safetensors"))
+    after = load_file(str(tmp_path / "iter1" / "dpo" / "model" / "model.safetensors"))
+    assert before.keys() == after.keys() and any(not before[k].equal(after[k]) for k in before)
+    # every engine's KV cache from its rule's mem_mb (1 GiB: all the tiny model can fill), not 90% of the RAM
+    for log_name, mem_mb in (("grpo_train/iter1.log", 8000), ("eval_generate/iter1_eval_vsi_bench.log", 4000)):
+        assert f"vllm: KV cache 1 GiB (from mem_mb {mem_mb})" in (tmp_path / "logs" / log_name).read_text()
     run = json.loads((tmp_path / "iter1" / "eval" / "vsi_bench.run.json").read_text())
     assert "vllm" in json.dumps(run)
     score = json.loads((tmp_path / "iter1" / "eval" / "vsi_bench.json").read_text())

@@ -5,12 +5,13 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 
 import click
 
 from veripo.config import ConfigError
-from veripo.errors import InputError, JudgeError, RolloutMismatchError
+from veripo.errors import DiskFullError, InputError, JudgeError, RolloutMismatchError
 
 
 class JsonParam(click.ParamType):
@@ -26,6 +27,18 @@ class JsonParam(click.ParamType):
 
 
 JSON = JsonParam()
+
+
+# C0/C1 control characters but newline and tab (ANSI escape sequences start with ESC, \x1b) and the
+# Unicode bidirectional overrides, which reorder what a terminal shows.
+_UNSAFE_FOR_TERMINAL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character a terminal would act on instead of print (an ANSI escape sequence's
+    ESC, a carriage return, a bidi override) written as its escape, e.g. ``\x1b``: text from data is
+    shown, never obeyed."""
+    return _UNSAFE_FOR_TERMINAL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def setup_logging() -> None:
@@ -55,17 +68,18 @@ def summary(artifact: str, text: str) -> None:
 
 
 def main_guard(fn):
-    """Bad input, a bad config value, a judge that cannot run or GRPO rollouts that do not match the
-    trainer exit with status 2 and a one-line message (file/line/field, config key, the judge's
-    complaint, the round and its log-prob gap) instead of a traceback."""
+    """Bad input, a bad config value, a judge that cannot run, GRPO rollouts that do not match the
+    trainer or a disk that fills up while writing exit with status 2 and a one-line message (file/line/field,
+    config key, the judge's complaint, the round and its log-prob gap, the path and the space left) instead
+    of a traceback; the message is terminal_safe."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (InputError, ConfigError, JudgeError, RolloutMismatchError) as exc:
+        except (InputError, ConfigError, JudgeError, RolloutMismatchError, DiskFullError) as exc:
             # ConfigError lists several keys on indented lines; a rule's log keeps one line per error.
-            click.echo("error: " + " ".join(part.strip() for part in str(exc).splitlines()), err=True)
+            click.echo("error: " + terminal_safe(" ".join(part.strip() for part in str(exc).splitlines())), err=True)
             sys.exit(2)
 
     return wrapper

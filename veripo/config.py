@@ -6,6 +6,9 @@ from pathlib import Path
 
 import yaml
 
+from veripo.errors import InputError
+from veripo.jsonio import read_text
+
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 
@@ -119,7 +122,19 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
 
 
 def load_config(path: str | Path) -> dict:
-    return validate_config(yaml.safe_load(Path(path).read_text()))
+    """The config file, validated; a file that is not YAML is an InputError naming the file and line."""
+    text = read_text(path)
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(path, f"not valid YAML ({problem})", line=mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise InputError(path, "YAML nested too deeply to parse") from None
+    if not isinstance(config, dict):
+        raise InputError(path, f"expected a mapping of config keys, got {type(config).__name__}")
+    return validate_config(config)
 
 
 def rule_settings(config: dict, name: str) -> dict:

@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -19,18 +20,14 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[di
 
 def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[dict]:
     required = tuple(required)
-    if not os.path.exists(path):
-        raise InputError(path, "file does not exist")
+    require_regular_file(path)
     # Read bytes and decode line by line, so bad UTF-8 is reported with its line.
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             line = _decode(raw, path, lineno)
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", line=lineno) from None
+            rec = loads(line, path, lineno)
             if not isinstance(rec, dict):
                 raise InputError(path, f"expected a JSON object, got {type(rec).__name__}", line=lineno)
             for key in required:
@@ -38,6 +35,35 @@ def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterato
                     raise InputError(path, "missing required field", line=lineno, field=key)
             rec["_line"] = lineno
             yield rec
+
+
+def require_regular_file(path: str | os.PathLike) -> None:
+    """An InputError unless ``path`` is a regular file (after symlinks): a FIFO or a device would block
+    the read forever or never end, and a directory is no file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(path, "file does not exist") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise InputError(path, f"expected a regular file, got {kind}")
+
+
+def loads(text: str, path: object, line: int | None = None) -> Any:
+    """``json.loads`` with the error as an InputError naming file and line: malformed JSON, or nesting so
+    deep that the parser runs out of stack (RecursionError), which no real record needs."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f" at column {exc.colno}" if line is not None else ""
+        raise InputError(path, f"malformed JSON ({exc.msg}{where})",
+                         line=line if line is not None else exc.lineno) from None
+    except RecursionError:
+        raise InputError(path, "JSON nested too deeply to parse", line=line) from None
 
 
 def _decode(raw: bytes, path: object, lineno: int) -> str:
@@ -127,9 +153,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
-    """The file's text; a missing file or a byte that is not UTF-8 is an InputError naming file and line."""
-    if not os.path.isfile(path):
-        raise InputError(path, "file does not exist")
+    """The file's text; a missing file, one that is not a regular file (a FIFO, a device) or a byte that
+    is not UTF-8 is an InputError naming file and line."""
+    require_regular_file(path)
     with open(path, "rb") as fh:
         data = fh.read()
     try:
@@ -140,8 +166,4 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    text = read_text(path)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON ({exc.msg})", line=exc.lineno) from None
+    return loads(read_text(path), path)

@@ -105,6 +105,11 @@ class Section:
 
 # Shared by every job that loads the policy ------------------------------------------------------
 
+# config data.max_question_chars's default: ~25x the longest benchmark question (VSI-Bench's route
+# planning, ~330 characters) and ~2k text tokens, a quarter of the 7B's 8k prompt budget beside 16 frames'
+# visual tokens; a longer question is a scraping accident (one of 98k characters allocated 43 GB in GRPO).
+MAX_QUESTION_CHARS = 8192
+
 @dataclass(frozen=True, kw_only=True)
 class MediaConfig(Section):
     """How a video (or image) is sampled before the vision encoder sees it."""
@@ -118,6 +123,8 @@ class MediaConfig(Section):
     frame_cache: str | None = doc("folder of decoded frames kept on disk, keyed by the video's sha256 and the "
                                   "frame sampling (veripo/media/frame_cache.py), shared by every job that "
                                   "decodes a video; None: decode every time", default=None)
+    frame_cache_max_bytes: int | None = doc("size bound of frame_cache (bytes): each write evicts the least "
+                                            "recently used entries beyond it; None: no bound", default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +167,8 @@ class PolicySetup(Section):
     media: MediaConfig = doc("video/image sampling of training and rollouts")
     train: TrainConfig = doc("training engine: read by GRPO and DPO; the warm-up trains in one process with "
                              "plain AdamW and the verifier's sampling pass does not train")
+    max_question_chars: int = doc("config data.max_question_chars: the longest question the job's query file "
+                                  "may hold, checked when it is loaded, before the model", default=MAX_QUESTION_CHARS)
 
 
 # Warm-up ------------------------------------------------------------------------------------------
@@ -222,7 +231,9 @@ class GRPOConfig(Section):
                      "next to the trainer; enable_sleep_mode: on by default on CUDA; max_model_len; "
                      "enforce_eager; ...), plus max_logprob_gap, ours, not "
                      "the engine's: the largest |vLLM's log-prob - the trainer's| of a sampled token a round may "
-                     "show before the job stops (None: no bound; absent: MAX_LOGPROB_GAP); see engine_args",
+                     "show before the job stops (None: no bound; absent: MAX_LOGPROB_GAP), and kv_cache_gib, "
+                     "the engine's KV cache (veripo/model/vllm_memory.py: absent, from the job's mem_mb); see "
+                     "engine_args",
                      default_factory=dict)
     temperature: float = doc("sampling temperature; the ratio's log-probs are taken at it too")
     top_p: float = doc("nucleus sampling threshold (1: off)")
@@ -266,7 +277,8 @@ class GRPOConfig(Section):
                                   f"got {bound!r}")
 
     def engine_args(self) -> dict:
-        """``vllm`` without our own key: what the rollout engine is built with."""
+        """``vllm`` without max_logprob_gap: what the rollout engine is built with (kv_cache_gib is read and
+        dropped where the engine is built)."""
         return {k: v for k, v in self.vllm.items() if k != "max_logprob_gap"}
 
     def max_logprob_gap(self) -> float | None:
@@ -401,7 +413,9 @@ class GenerationConfig(Section):
     backend: Literal["hf", "vllm", "auto"] = doc("hf: transformers, batched; vllm: vLLM (CUDA only); auto: "
                                                  "vllm when it imports and a GPU is present, else hf", default="hf")
     batch_size: int = doc("questions per generation call", default=1)
-    vllm: dict[str, Any] = doc("keyword arguments of vllm.LLM (max_model_len, gpu_memory_utilization, ...)",
+    vllm: dict[str, Any] = doc("keyword arguments of vllm.LLM (max_model_len, gpu_memory_utilization, ...), and "
+                               "kv_cache_gib, the engine's KV cache (veripo/model/vllm_memory.py: absent, from the "
+                               "job's mem_mb)",
                                default_factory=dict)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from veripo.answers import ANSWER_TYPES
-from veripo.cli import JSON, main_guard
+from veripo.cli import JSON, main_guard, terminal_safe
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 MEDIA_OPTIONS = ("fps", "min_frames", "max_frames", "min_pixels", "max_pixels")
@@ -180,5 +180,5 @@ def infer(model: str, video: str | None, image: str | None, question: str, optio
                                "prompt": inp.text, "settings": settings}, ensure_ascii=False))
         return
     if show_prompt:
-        click.echo(f"prompt:\n{inp.text}")
-    click.echo(report(gen.text, gen.num_tokens, gen.truncated, temperature))
+        click.echo(terminal_safe(f"prompt:\n{inp.text}"))
+    click.echo(terminal_safe(report(gen.text, gen.num_tokens, gen.truncated, temperature)))

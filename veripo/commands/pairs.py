@@ -12,7 +12,7 @@ import textwrap
 
 import click
 
-from veripo.cli import main_guard
+from veripo.cli import main_guard, terminal_safe
 
 KINDS = ("consistency", "penalty", "reflection")
 # What the view reads; a file without them is not a pairs file (dpo_build_pairs writes them all).
@@ -75,8 +75,20 @@ def side_label(pair: dict, side: str) -> str:
     return f"{side.upper()} ({origin}" + (f", {tokens} think tokens)" if tokens is not None else ")")
 
 
+def _escaped(value):
+    """``value`` with every string in it terminal_safe (before wrapping, so columns keep their width)."""
+    if isinstance(value, str):
+        return terminal_safe(value)
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
 def render_pair(pair: dict, width: int) -> list[str]:
-    """One pair's header and its two columns."""
+    """One pair's header and its two columns; text from the file is escaped, never sent raw to the terminal."""
+    pair = _escaped(pair)
     query = pair["query"]
     head = f"pair {pair['pair_id']}  kind {pair['kind']}  query {pair['query_id']}"
     if pair.get("iteration") is not None:
@@ -123,4 +135,4 @@ def show(file: str, kinds: tuple[str, ...], query: str | None, limit: int | None
     width = width or shutil.get_terminal_size().columns
     for pair in shown:
         click.echo("\n".join(render_pair(pair, width)))
-    click.echo(f"{len(shown)} of {len(rows)} pairs shown ({file})")
+    click.echo(terminal_safe(f"{len(shown)} of {len(rows)} pairs shown ({file})"))

@@ -25,6 +25,7 @@ def score(benchmark: str, predictions: str, output: str, questions: str | None) 
     veripo score --benchmark vsi_bench --predictions iter3/eval/vsi_bench.predictions.jsonl \\
         --questions data/bench/vsi_bench.json --output vsi_bench_score.json
     """
+    from veripo.cli import terminal_safe
     from veripo.eval.score_table import format_table
     from veripo.eval.scoring import read_predictions, score_predictions
     from veripo.jsonio import write_json
@@ -33,6 +34,6 @@ def score(benchmark: str, predictions: str, output: str, questions: str | None) 
         items = read_predictions(predictions, benchmark, questions)
         result = score_predictions(benchmark, items)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(terminal_safe(str(exc))) from None
     write_json(output, result)
-    click.echo(format_table(result))
+    click.echo(terminal_safe(format_table(result)))

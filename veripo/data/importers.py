@@ -27,9 +27,9 @@ from typing import ClassVar, Iterator, Literal
 
 from veripo.answers import ANSWER_TYPES, extract_answer
 from veripo.errors import InputError
-from veripo.jsonio import read_json, read_text
+from veripo.jsonio import read_json, read_text, require_regular_file
 from veripo.rewards import accuracy_reward
-from veripo.stage_config import Section, doc
+from veripo.stage_config import MAX_QUESTION_CHARS, Section, doc
 
 CHOICE_LETTERS = "ABCDEFGHIJ"
 
@@ -61,6 +61,9 @@ class ImportSpec(Section):
     check_media: bool = doc("reject a record whose video or image file does not exist; false when the media "
                             "are not reachable from where the import runs (GRPO checks them again)",
                             default=True)
+    allow_outside_media_root: bool = doc("accept media paths that lead out of the media root (an absolute path "
+                                         "elsewhere, '..', a symlink out of it); false: such a record is "
+                                         "rejected (outside_media_root)", default=False)
 
 
 class Rejected(Exception):
@@ -128,8 +131,7 @@ def _video_r1_fields(item: dict) -> dict:
 
 
 def _read_jsonl(path: str) -> Iterator[tuple[str, dict | Rejected]]:
-    if not os.path.isfile(path):
-        raise InputError(path, "file does not exist")
+    require_regular_file(path)
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             text = _decoded(raw, path, lineno)
@@ -140,6 +142,9 @@ def _read_jsonl(path: str) -> Iterator[tuple[str, dict | Rejected]]:
                 item = json.loads(text)
             except json.JSONDecodeError as exc:
                 yield where, Rejected("malformed_json", f"malformed JSON ({exc.msg} at column {exc.colno})")
+                continue
+            except RecursionError:
+                yield where, Rejected("malformed_json", "JSON nested too deeply to parse")
                 continue
             if not isinstance(item, dict):
                 yield where, Rejected("bad_record", f"expected a JSON object, got {_shown(item)}")
@@ -195,6 +200,8 @@ def _options(value: object) -> list[str] | None:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise Rejected("bad_options", f"options look like a JSON list but are not ({exc.msg})") from None
+            except RecursionError:
+                raise Rejected("bad_options", "options are JSON nested too deeply to parse") from None
         else:
             value = [part.strip() for part in value.split("|")]
     if not isinstance(value, list) or not all(isinstance(o, str) and o.strip() for o in value):
@@ -243,7 +250,7 @@ def _number(answer: str) -> str | None:
         text = text.replace(",", "")
     try:
         value = float(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
     return text if math.isfinite(value) else None
 
@@ -288,20 +295,31 @@ def _media(fields: dict, spec: ImportSpec, out_dir: str) -> dict:
         raise Rejected("bad_field", f"field '{key}': expected a path, got {_shown(path)}")
     root = spec.media_root if spec.media_root is not None else os.path.dirname(spec.source)
     resolved = path if os.path.isabs(path) else os.path.normpath(os.path.join(root, path))
-    if spec.check_media and not os.path.isfile(resolved):
+    if not spec.allow_outside_media_root:
+        # symlinks followed: a link inside the root that points out of it leads out as '..' does
+        real_root = os.path.realpath(root or os.curdir)
+        if os.path.commonpath([real_root, os.path.realpath(resolved)]) != real_root:
+            raise Rejected("outside_media_root", f"{key} {_shown(path)} leads out of the media root {real_root} "
+                                                 f"(allow_outside_media_root: true accepts it)")
+    if spec.check_media and not os.path.exists(resolved):
         raise Rejected("missing_media", f"{key} file not found: {resolved}")
+    if spec.check_media and not os.path.isfile(resolved):
+        raise Rejected("bad_media", f"{key} is not a regular file (a directory, FIFO or device): {resolved}")
     # load_queries resolves a relative path against the output's folder; an absolute one stays absolute
     written = resolved if os.path.isabs(resolved) else os.path.relpath(resolved, out_dir or os.curdir)
     return {key: written}
 
 
-def to_query(fields: dict, spec: ImportSpec, out_dir: str) -> dict:
+def to_query(fields: dict, spec: ImportSpec, out_dir: str, max_question_chars: int = MAX_QUESTION_CHARS) -> dict:
     """A training query from plain fields (question, answer, optional answer_type, options, id, video or
     image); Rejected when it cannot be one. The id is left to the caller."""
     question = fields.get("question")
     if not isinstance(question, str) or not question.strip():
         raise Rejected("missing_field" if not question else "bad_field",
                        f"field 'question': expected a non-empty string, got {_shown(question)}")
+    if len(question) > max_question_chars:
+        raise Rejected("question_too_long", f"field 'question': {len(question)} characters, more than "
+                                            f"data.max_question_chars ({max_question_chars})")
     answer = _gold(fields.get("answer"))
     options = _options(fields.get("options"))
     kind = fields.get("answer_type") or answer_type_of(answer, options)
@@ -328,15 +346,18 @@ def to_query(fields: dict, spec: ImportSpec, out_dir: str) -> dict:
     return query
 
 
-def _source_id(value: object, default: str) -> str | int:
+def _source_id(value: object, default: str) -> str:
+    """The id as a string: a file mixing 1 and "2" would otherwise break a later stage's sort, and 1 and
+    "1" would be two ids."""
     if value is None or value == "":
         return default
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise Rejected("bad_field", f"field 'id': expected a string or integer, got {_shown(value)}")
-    return value
+    return str(value)
 
 
-def import_queries(spec: ImportSpec, name: str, out_path: str) -> ImportResult:
+def import_queries(spec: ImportSpec, name: str, out_path: str,
+                   max_question_chars: int = MAX_QUESTION_CHARS) -> ImportResult:
     """Every record of ``spec.source`` converted or rejected, with the counts. ``name`` derives the ids of
     records that carry none (name-line or name-record number, stable while the file is); ``out_path`` is
     where the queries will be written (media paths are made relative to its folder)."""
@@ -354,7 +375,7 @@ def import_queries(spec: ImportSpec, name: str, out_path: str) -> ImportResult:
             query_id = _source_id(item.get(id_key), f"{name}-{number}")
             if query_id in first_seen:
                 raise Rejected("duplicate_id", f"duplicate id {query_id!r} (first at {first_seen[query_id]})")
-            query = {"id": query_id, **to_query(plain_fields(item), spec, out_dir)}
+            query = {"id": query_id, **to_query(plain_fields(item), spec, out_dir, max_question_chars)}
         except Rejected as exc:
             rejected.append({"where": where, "id": query_id, "reason": exc.reason, "message": exc.message})
             continue

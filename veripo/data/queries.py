@@ -1,7 +1,9 @@
 """Training query files (JSONL): validation with file/line/field errors and media path resolution.
 
-Fields: ``id`` (unique), ``question``, ``answer``, ``answer_type`` (one of answers.ANSWER_TYPES),
-optional ``options``, ``video`` or ``image`` (relative to the JSONL's folder, or absolute).
+Fields: ``id`` (unique; a string, or an integer read as its decimal string, so ``1`` and ``"1"`` are
+the same id), ``question`` (at most ``max_question_chars`` characters), ``answer``, ``answer_type`` (one
+of answers.ANSWER_TYPES), optional ``options``, ``video`` or ``image`` (relative to the JSONL's folder,
+or absolute).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import os
 from veripo.answers import ANSWER_TYPES
 from veripo.errors import InputError
 from veripo.jsonio import read_jsonl
+from veripo.stage_config import MAX_QUESTION_CHARS
 
 REQUIRED = ("id", "question", "answer", "answer_type")
 CHOICE_LETTERS = "ABCDEFGHIJ"
@@ -42,7 +45,7 @@ def _answer_problem(rec: dict) -> str | None:
     elif kind == "numeric":
         try:
             value = float(answer)
-        except ValueError:
+        except (ValueError, OverflowError):
             return f"a numeric answer must parse as a number, got {_shown(answer)}"
         if not math.isfinite(value):
             return f"a numeric answer must be a finite number, got {_shown(answer)}"
@@ -51,8 +54,9 @@ def _answer_problem(rec: dict) -> str | None:
     return None
 
 
-def load_queries(path: str, check_media: bool = True) -> list[dict]:
-    """Records with media paths rewritten relative to the working directory (the run directory)."""
+def load_queries(path: str, check_media: bool = True, max_question_chars: int = MAX_QUESTION_CHARS) -> list[dict]:
+    """Records with media paths rewritten relative to the working directory (the run directory) and ids
+    as strings (a later stage sorts and joins on them)."""
     records = read_jsonl(path, REQUIRED)
     if not records:
         raise InputError(path, "no queries: a GRPO stage on an empty file would train on nothing")
@@ -63,9 +67,13 @@ def load_queries(path: str, check_media: bool = True) -> list[dict]:
         if isinstance(rec["id"], bool) or not isinstance(rec["id"], (str, int)):
             raise InputError(path, f"expected a string or integer, got {_shown(rec['id'])}", line=line,
                              field="id")
+        rec["id"] = str(rec["id"])
         if not isinstance(rec["question"], str):
             raise InputError(path, f"expected a string, got {_shown(rec['question'])}", line=line,
                              field="question")
+        if len(rec["question"]) > max_question_chars:
+            raise InputError(path, f"{len(rec['question'])} characters, more than data.max_question_chars "
+                             f"({max_question_chars})", line=line, field="question")
         if rec["answer_type"] not in ANSWER_TYPES:
             raise InputError(path, f"unknown answer type {rec['answer_type']!r}, expected one of "
                              f"{', '.join(ANSWER_TYPES)}", line=line, field="answer_type")
@@ -85,6 +93,10 @@ def load_queries(path: str, check_media: bool = True) -> list[dict]:
                 resolved = rec[key] if os.path.isabs(rec[key]) else os.path.normpath(os.path.join(base, rec[key]))
                 if check_media and not os.path.exists(resolved):
                     raise InputError(path, f"{key} file not found: {resolved}", line=line, field=key)
+                if check_media and not os.path.isfile(resolved):
+                    # up front: hashing or decoding a FIFO would block until something writes to it
+                    raise InputError(path, f"{key} is not a regular file (a directory, FIFO or device): "
+                                     f"{resolved}", line=line, field=key)
                 rec[key] = resolved
         rec["_source"] = f"{path}, line {line}"
     return records

@@ -51,7 +51,11 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "18"}
         for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            # Converted to yuv420p here, not by encode(): the frame encode() converts itself yields bytes
+            # that vary with what the heap held before (the same frames gave 3 different files in 30
+            # tries once other frames had been freed), so two runs with one seed wrote different videos.
+            yuv = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p").to_ndarray()
+            for packet in stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

@@ -6,6 +6,7 @@ file format; only the per-benchmark category rules differ (see docs/BENCHMARKS.m
 from __future__ import annotations
 
 import collections
+import math
 import os
 import re
 from pathlib import PurePosixPath
@@ -147,9 +148,12 @@ def answer_type_for(name: str, answer: str) -> str:
             raise FieldError("empty answer", "answer")
         return "math"
     try:
-        float(answer)
+        value = float(answer)
     except ValueError:
         raise FieldError(f"expected an option letter A-J or a number, got {answer!r}", "answer") from None
+    if not math.isfinite(value):
+        # NaN or an overflow to inf would score every prediction 0 (or NaN) without a word
+        raise FieldError(f"expected a finite number, got {answer!r}", "answer")
     return "numeric"
 
 

@@ -38,6 +38,7 @@ def prepare(processor, question: dict, video_root: str, media: dict, templates: 
     source = f"question {question['key']}"
     text = policy.chat_text(processor, messages(question, templates))
     clip = frame_cache.decode_video(os.path.join(video_root, question["video_path"]), *video.sampling(media),
-                                    source=source, cache_dir=media.get("frame_cache"))
+                                    source=source, cache_dir=media.get("frame_cache"),
+                                    max_bytes=media.get("frame_cache_max_bytes"))
     image = question["raw"].get("image")
     return EvalInput(question["key"], text, clip, decode_inline_image(image, source) if image else None)

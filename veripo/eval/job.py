@@ -13,7 +13,7 @@ from veripo.eval import predictions as evaluate
 
 from veripo.media import checks as media_check
 from veripo.eval.benchmarks import load_benchmark
-from veripo.hashing import sha256_file
+from veripo.hashing import sha256_file, sha256_files_cached
 from veripo.jsonio import write_json
 from veripo.stage_config import EvalJob
 
@@ -42,12 +42,15 @@ def run_generation(model_path: str, benchmark: str, questions: str, video_root: 
     backend_name = eval_backends.resolve_backend(gen["backend"])
     partial = evaluate.partial_path(out)
     os.makedirs(os.path.dirname(partial) or ".", exist_ok=True)
+    # the questions and their media by content: what was answered must be what is asked now
+    media = sha256_files_cached([os.path.join(video_root, q["video_path"]) for q in todo])
     fingerprint = {"checkpoint": model_path, "weights": evaluate.file_stamp(model_path), "questions": questions,
-                   "question_file": evaluate.file_stamp(questions), "video_root": video_root,
+                   "question_file": sha256_file(questions), "media_files": media, "video_root": video_root,
                    "media": settings["media"], "prompts": settings["prompts"], "dtype": settings["dtype"],
                    "backend": backend_name, **{k: gen[k] for k in SAMPLING}}
     if evaluate.resume_or_reset(partial, fingerprint):
-        log.info("resuming %s", partial)
+        log.info("resuming %s: same checkpoint, question file and %d media files (sha256), settings", partial,
+                 len(media))
     described = {"backend": backend_name}
     generated = 0
     if not {q["key"] for q in todo} <= evaluate.done_keys(partial):

@@ -4,7 +4,9 @@ Predictions accumulate in a partial file next to the final one. A killed run lea
 partial last line; a rerun drops it, skips every question already answered (by its unique key) and
 continues, so no question is duplicated or lost. The partial file is only resumed when it was written
 with the same checkpoint, question file, backend and generation settings (a ``.meta.json`` beside it);
-otherwise it is discarded, so a changed setting never mixes two runs in one file.
+otherwise it is discarded (one line naming what changed), so a changed setting never mixes two runs
+in one file. The question file and the media it names count by content (sha256), not size and mtime: a
+question edited to the same size, its mtime set back, is another question.
 """
 from __future__ import annotations
 
@@ -46,12 +48,25 @@ def resume_or_reset(partial: str, fingerprint: dict) -> bool:
     fingerprint = json.loads(json.dumps(fingerprint))
     meta = meta_path(partial)
     if os.path.exists(partial):
-        if os.path.exists(meta) and read_json(meta) == fingerprint:
+        saved = read_json(meta) if os.path.exists(meta) else {}
+        if saved == fingerprint:
             return True
-        log.warning("discarding %s: written with other settings or checkpoint", partial)
+        log.warning("discarding %s and starting over: written with another %s", partial, _changed(saved, fingerprint))
         os.remove(partial)
     write_json(meta, fingerprint)
     return False
+
+
+def _changed(saved, now: dict) -> str:
+    """What differs between two fingerprints, for the discard line: the keys, and the media files."""
+    if not isinstance(saved, dict):
+        saved = {}
+    keys = sorted(k for k in set(saved) | set(now) if k != "media_files" and saved.get(k) != now.get(k))
+    old_m, new_m = saved.get("media_files") or {}, now.get("media_files") or {}
+    files = sorted(p for p in set(old_m) | set(new_m) if old_m.get(p) != new_m.get(p))
+    if files:
+        keys.append("media " + ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else ""))
+    return ", ".join(keys) or "fingerprint"
 
 
 def done_keys(pred_path: str) -> set[str]:
@@ -69,7 +84,7 @@ def done_keys(pred_path: str) -> set[str]:
         if line.strip():
             try:
                 keys.add(json.loads(line)["key"])
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, KeyError, TypeError, RecursionError):
                 raise InputError(pred_path, "not a prediction line (delete the file to start over)", line=i) from None
     return keys
 

@@ -21,7 +21,7 @@ from veripo.eval.benchmarks import (
     record_keys,
 )
 from veripo.errors import InputError
-from veripo.jsonio import iter_jsonl, read_json
+from veripo.jsonio import iter_jsonl, read_json, require_regular_file
 
 PREDICTION_FIELDS = ("key", "answer", "answer_type", "category", "response")
 AUTHORS_FIELDS = ("question", "ground_truth", "model_output")
@@ -69,12 +69,12 @@ def read_predictions(
     different question set.
     """
     check_benchmark(benchmark)
-    if not os.path.exists(path):
-        raise InputError(path, "file does not exist")
-    with open(path, encoding="utf-8") as fh:
+    require_regular_file(path)
+    # bytes: a byte that is not UTF-8 is reported by the reader below, with its line
+    with open(path, "rb") as fh:
         head = fh.read(4096).lstrip()
     questions = load_benchmark(benchmark, questions_path) if questions_path is not None else None
-    if head.startswith("["):
+    if head.startswith(b"["):
         located = _read_authors_format(path, benchmark, questions)
     else:
         located = _read_our_format(path)
@@ -210,9 +210,11 @@ def _gold_problem(answer: str, answer_type: str) -> str | None:
         return f"a multiple_choice answer must be one letter A-J, got {answer!r}"
     if answer_type == "numeric":
         try:
-            float(answer)
+            value = float(answer)
         except ValueError:
             return f"a numeric answer must be a number, got {answer!r}"
+        if not math.isfinite(value):
+            return f"a numeric answer must be a finite number, got {answer!r}"
     if not answer:
         return "empty answer"
     return None
@@ -223,7 +225,10 @@ def _same_gold(ground_truth: Any, answer: str, answer_type: str) -> bool:
         return True
     # Numeric golds may have been re-serialised as numbers (2 vs "2.0").
     if answer_type == "numeric" and isinstance(ground_truth, (int, float)) and not isinstance(ground_truth, bool):
-        return float(ground_truth) == float(answer)
+        try:
+            return float(ground_truth) == float(answer)
+        except OverflowError:  # an integer past float's range: no finite gold equals it
+            return False
     return False
 
 

@@ -36,7 +36,8 @@ def probe_video(path: str, media: dict | None = None) -> str | None:
         return "missing"
     try:
         frame_cache.read_video(path, *video.sampling(media or ANY_SAMPLING),
-                               cache_dir=(media or {}).get("frame_cache"))
+                               cache_dir=(media or {}).get("frame_cache"),
+                               max_bytes=(media or {}).get("frame_cache_max_bytes"))
     except video.UnreadableMedia as exc:
         return f"unreadable: {exc}"
     return None
@@ -122,10 +123,16 @@ def _training_media(record: dict) -> tuple[str, str] | None:
     return None
 
 
+def training_media_paths(records: list[dict]) -> list[str]:
+    """The file of every record's training medium (each once): what a training run's fingerprint hashes."""
+    return sorted({m[1] for m in map(_training_media, records) if m is not None})
+
+
 def _training_problem(field: str, path: str, media: dict) -> str | None:
     try:
         if field == "video":
-            frame_cache.read_video(path, *video.sampling(media), cache_dir=media.get("frame_cache"))
+            frame_cache.read_video(path, *video.sampling(media), cache_dir=media.get("frame_cache"),
+                                   max_bytes=media.get("frame_cache_max_bytes"))
         else:
             video.read_image(path)
     except video.UnreadableMedia as exc:

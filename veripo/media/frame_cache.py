@@ -20,8 +20,16 @@ Entries are ``<key>.npz`` files written to a temporary name in the same folder a
 (other ranks, other jobs) see a whole entry or none; two writers of one entry write the same frames
 and metadata, and the last rename wins. An entry that does not load (cut short, bit flips: the zip's CRC-32 catches them)
 or that holds another key is a miss: the video is decoded again and the entry rewritten. One entry is
-in memory at a time. With ``max_bytes`` the folder is trimmed after each write, least recently used
-first (a hit refreshes an entry's mtime).
+in memory at a time.
+
+Size. With ``max_bytes`` (config ``media.frame_cache_max_bytes``) the folder is trimmed after each write,
+least recently used first: a hit refreshes the entry's mtime, so the mtimes order the entries by last use
+across every process sharing the folder. Several processes may trim at once and evict an entry another
+is about to read: a reader that finds it gone decodes again, and one that opened it before the removal
+reads it whole (an open file outlives its name). Each write also removes the temporary files of writers
+that died mid-write (killed, out of memory): a temporary is named after its writer's host and pid, and
+goes once that process no longer exists on this host, or in any case once it is STALE_TEMP_SECONDS old
+(a writer on another host of a shared file system, whose pid cannot be checked here).
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import Callable
 
@@ -44,7 +53,9 @@ log = logging.getLogger(__name__)
 
 ENTRY_SUFFIX = ".npz"
 TEMP_SUFFIX = ".tmp"
-STALE_TEMP_SECONDS = 3600  # a temporary file this old belongs to a writer that died
+STALE_TEMP_SECONDS = 3600  # a temporary file this old belongs to a writer that died, wherever it ran
+# "." separates the parts of a temporary's name: a host name keeps its dots, other characters are dropped
+HOST = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-_.") or "localhost"
 
 
 @functools.cache
@@ -139,7 +150,7 @@ def load_entry(entry: str, key: str) -> DecodedVideo | None:
 def store_entry(cache_dir: str, key: str, clip: DecodedVideo, max_bytes: int | None = None) -> None:
     """Write the entry atomically; a cache that cannot be written is logged, never fatal (it only saves time)."""
     entry = os.path.join(cache_dir, key + ENTRY_SUFFIX)
-    tmp = os.path.join(cache_dir, f".{key}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    tmp = os.path.join(cache_dir, f".{key}.{os.getpid()}.{secrets.token_hex(4)}.{HOST}{TEMP_SUFFIX}")
     try:
         os.makedirs(cache_dir, exist_ok=True)
         # os.open honours the umask (mkstemp would make the entry private to this user)
@@ -156,16 +167,16 @@ def store_entry(cache_dir: str, key: str, clip: DecodedVideo, max_bytes: int | N
         except OSError:
             pass
         return
-    if max_bytes is not None:
-        try:
-            trim(cache_dir, max_bytes, keep=entry)
-        except OSError as exc:
-            log.warning("frame cache: cannot trim %s to %d bytes (%s)", cache_dir, max_bytes, exc)
+    try:
+        trim(cache_dir, max_bytes, keep=entry)
+    except OSError as exc:
+        log.warning("frame cache: cannot trim %s to %s bytes (%s)", cache_dir, max_bytes, exc)
 
 
-def trim(cache_dir: str, max_bytes: int, keep: str | None = None) -> None:
-    """Remove the least recently used entries until the folder holds at most ``max_bytes`` of them
-    (``keep``, the entry just written, stays even when it alone is larger), and dead writers' temporaries."""
+def trim(cache_dir: str, max_bytes: int | None, keep: str | None = None) -> None:
+    """Remove dead writers' temporaries, then the least recently used entries until the folder holds at
+    most ``max_bytes`` of them (None: no cap; ``keep``, the entry just written, stays even when it alone
+    is larger)."""
     entries, now = [], time.time()
     with os.scandir(cache_dir) as it:
         for e in it:
@@ -173,10 +184,13 @@ def trim(cache_dir: str, max_bytes: int, keep: str | None = None) -> None:
                 st = e.stat()
             except FileNotFoundError:
                 continue  # removed by another process meanwhile
-            if e.name.endswith(TEMP_SUFFIX) and now - st.st_mtime > STALE_TEMP_SECONDS:
-                _remove(e.path)
+            if e.name.endswith(TEMP_SUFFIX):
+                if writer_gone(e.name, now - st.st_mtime):
+                    _remove(e.path)
             elif e.name.endswith(ENTRY_SUFFIX) and not e.name.startswith("."):
                 entries.append((st.st_mtime, st.st_size, e.path))
+    if max_bytes is None:
+        return
     total = sum(size for _, size, _ in entries)
     for _, size, path in sorted(entries):
         if total <= max_bytes:
@@ -184,6 +198,22 @@ def trim(cache_dir: str, max_bytes: int, keep: str | None = None) -> None:
         if path != keep:
             _remove(path)
             total -= size
+
+
+def writer_gone(temp_name: str, age_s: float) -> bool:
+    """Whether the process writing temporary ``temp_name`` (``.<key>.<pid>.<token>.<host>.tmp``) is gone."""
+    if age_s > STALE_TEMP_SECONDS:
+        return True
+    parts = temp_name[1:-len(TEMP_SUFFIX)].split(".", 3)
+    if len(parts) != 4 or parts[3] != HOST or not parts[1].isdigit():
+        return False  # another host's writer (or a name of unknown shape): only its age tells
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False  # alive, another user's (or no pid this system has): only its age tells
+    return False
 
 
 def _remove(path: str) -> None:

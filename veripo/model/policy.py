@@ -121,7 +121,8 @@ def query_inputs(processor, record: dict, templates: dict, media_cfg: dict, base
     clip = image = None
     if record.get("video"):
         clip = frame_cache.decode_video(resolve(record["video"], base_dir), *video.sampling(media_cfg), source=source,
-                                        cache_dir=media_cfg.get("frame_cache"))
+                                        cache_dir=media_cfg.get("frame_cache"),
+                                        max_bytes=media_cfg.get("frame_cache_max_bytes"))
     elif record.get("image"):
         image = video.load_image(resolve(record["image"], base_dir), source=source)
     return chat_text(processor, prompts.messages(record, templates)), clip, image

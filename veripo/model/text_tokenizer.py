@@ -16,7 +16,15 @@ class TextTokenizer:
     def __init__(self, path: str):
         from tokenizers import Tokenizer
 
-        self._tok = Tokenizer.from_file(path)
+        from veripo.errors import InputError
+        from veripo.jsonio import require_regular_file
+
+        require_regular_file(path)
+        try:
+            self._tok = Tokenizer.from_file(path)
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception ("EOF while parsing ...")
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(path, f"unreadable tokenizer: {reason}") from None
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import torch
 
 from veripo.media import decode as video
-from veripo.model import policy
+from veripo.model import policy, vllm_memory
 
 BANNED_LOGIT_BIAS = -100.0  # vLLM clamps logit_bias to [-100, 100]; -100 is never sampled in practice
 
@@ -94,6 +94,8 @@ class VLLMRollouts:
         # the engine in this process: the weights travel to it in memory (a separate engine-core
         # process would need them pickled, which tensors' memoryviews refuse)
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # the engine's KV cache from the job's memory, beside the trainer's weights, gradients and Adam moments
+        settings = vllm_memory.size_engine(settings, model_path, "grpo.vllm", weight_copies=5)
         try:
             from vllm import LLM
         except ImportError as exc:

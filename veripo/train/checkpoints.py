@@ -4,14 +4,17 @@ Step checkpoints live in a folder that is not a declared Snakemake output, so a 
 job resumes from the newest complete one instead of restarting; a half-written one (still under its
 temporary name, or without its COMPLETE marker) is ignored.
 
-A step checkpoint carries the fingerprint of the run that wrote it (its inputs and the settings that
-shape the trajectory) and a manifest with the sha256 of each of its files. A rerun whose fingerprint
-differs is refused rather than resumed: the usual cause is data or settings changed by mistake, and
-starting over silently would discard hours of training just as quietly as mixing would corrupt them.
+A step checkpoint carries the fingerprint of the run that wrote it (its inputs, the sha256 of every
+video or image they name, and the settings that shape the trajectory) and a manifest with the sha256
+of each of its files. A rerun whose fingerprint differs is refused rather than resumed: the usual
+cause is data or settings changed by mistake, and starting over silently would discard hours of
+training just as quietly as mixing would corrupt them.
 A checkpoint whose files no longer match the manifest is set aside and the previous one is used.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -22,8 +25,8 @@ from pathlib import Path
 import torch
 
 from veripo.train import distributed
-from veripo.errors import InputError
-from veripo.hashing import sha256_file
+from veripo.errors import DiskFullError, InputError
+from veripo.hashing import sha256_file, sha256_files_cached
 from veripo.jsonio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 # Settings that decide how often state is saved or where ranks meet, not what is computed: a rerun
 # that changes them continues the same trajectory, so it may resume.
 NOT_IN_TRAJECTORY = frozenset({"checkpoint_every", "master_port"})
+SHOWN = 5  # changed media files named in a refusal
 _UNDECIDED = object()
 
 
@@ -51,7 +55,7 @@ def save_model(model, processor, out_dir: str | os.PathLike, extra: dict | None 
     """As save_checkpoint, for a whole model no engine holds (a stage that ends without training it):
     building an optimiser only to save would allocate its state for nothing."""
     if d is None or d.main:
-        with atomic_path(out_dir) as tmp:
+        with disk_full_named(out_dir), atomic_path(out_dir) as tmp:
             model.save_pretrained(tmp)
             processor.save_pretrained(tmp)
             if extra is not None:
@@ -76,9 +80,18 @@ def input_identity(path: str) -> dict:
     return {"name": str(path)}
 
 
-def run_fingerprint(inputs: dict[str, str], settings: dict) -> dict:
-    """The identity of a training run: ``inputs`` ({label: path}) and ``settings`` (nested; flattened
-    to dotted keys so a refusal can name the keys that changed)."""
+def media_digests(paths: list[str], d: distributed.Dist) -> dict[str, str]:
+    """{path: sha256} of the media a training file names (see hashing.sha256_files_cached): rank 0 hashes
+    them, the other ranks receive its digests instead of reading every video again."""
+    digests = sha256_files_cached(sorted(set(paths))) if d.main else None
+    return distributed.gather(digests)[0]
+
+
+def run_fingerprint(inputs: dict[str, str], settings: dict, media: dict[str, str] | None = None) -> dict:
+    """The identity of a training run: ``inputs`` ({label: path}), ``settings`` (nested; flattened
+    to dotted keys so a refusal can name the keys that changed) and ``media`` ({path: sha256} of the
+    videos and images the inputs name, see media_digests): a video replaced under an unchanged
+    training file changes what the rounds after a resume would see."""
     flat: dict = {}
 
     def walk(prefix: str, value) -> None:
@@ -92,6 +105,7 @@ def run_fingerprint(inputs: dict[str, str], settings: dict) -> dict:
     walk("", settings)
     fingerprint = {"inputs": {label: {"path": str(path), "identity": input_identity(str(path))}
                               for label, path in inputs.items()},
+                   "media": dict(sorted((media or {}).items())),
                    "settings": flat}
     return json.loads(json.dumps(fingerprint))  # as it reads back from disk: tuples are lists
 
@@ -103,11 +117,62 @@ def _differences(saved: dict, now: dict) -> list[str]:
         old, new = old_in.get(label), new_in.get(label)
         if old is None or new is None or old["identity"] != new["identity"]:
             changed.append(f"input {label} {(new or old)['path']}")
+    old_m, new_m = saved.get("media", {}), now["media"]
+    media = sorted(p for p in set(old_m) | set(new_m) if old_m.get(p) != new_m.get(p))
+    if media:
+        more = f" and {len(media) - SHOWN} more" if len(media) > SHOWN else ""
+        changed.append("media " + ", ".join(media[:SHOWN]) + more)
     old_s, new_s = saved.get("settings", {}), now["settings"]
     keys = sorted(k for k in set(old_s) | set(new_s) if k not in old_s or k not in new_s or old_s[k] != new_s[k])
     if keys:
         changed.append("settings " + ", ".join(keys))
     return changed
+
+
+# What torch.save and DeepSpeed's C++ writers raise when a write fails: the errno is lost on the way.
+_STREAM_WRITE_FAILURES = ("basic_ios::clear", "file write failed", "No space left")
+
+
+@contextlib.contextmanager
+def disk_full_named(path: str | os.PathLike):
+    """A write that runs out of disk inside the block becomes one DiskFullError naming ``path`` and the
+    space left on its filesystem, instead of a traceback ending in "basic_ios::clear"."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise DiskFullError(_disk_full_message(path, "no space left on the device")) from None
+    except RuntimeError as exc:
+        if not any(marker in str(exc) for marker in _STREAM_WRITE_FAILURES):
+            raise
+        first = str(exc).strip().splitlines()[0]
+        raise DiskFullError(_disk_full_message(path, f"the write failed ({first}); a full disk "
+                                                                   f"is the usual cause")) from None
+
+
+@contextlib.contextmanager
+def _removed_on_error(tmp: Path, d: distributed.Dist):
+    """A half-written step checkpoint is removed (rank 0): it would never be resumed, and on a full disk
+    its bytes are the space the rerun needs."""
+    try:
+        yield
+    except BaseException:
+        if d.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _disk_full_message(path: str | os.PathLike, what: str) -> str:
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free on its filesystem"
+    except OSError:
+        free = "free space unknown"
+    return (f"{path}: {what}, {free}; free space (or move the run) and rerun: it resumes from the last "
+            f"complete step checkpoint")
 
 
 class StepCheckpointer:
@@ -158,6 +223,9 @@ class StepCheckpointer:
             log.warning("resuming from the previous step checkpoint, %s", chosen)
         elif broken:
             log.warning("no intact step checkpoint left in %s: starting over", self.root)
+        if chosen is not None and d.main:
+            log.info("resuming from step checkpoint at round %d (%s): same %s",
+                     json.loads((chosen / "loop.json").read_text())["round"], chosen, self._inputs_line())
         distributed.barrier()  # every rank has read the checkpoints before rank 0 moves any
         if d.main:
             for step in broken:
@@ -173,6 +241,13 @@ class StepCheckpointer:
         distributed.barrier()
         self._chosen = chosen
         return chosen
+
+    def _inputs_line(self) -> str:
+        """What the resumed run was checked against, for its log line."""
+        parts = [f"{label} {spec['path']}" for label, spec in self.fingerprint["inputs"].items()]
+        if self.fingerprint.get("media"):
+            parts.append(f"{len(self.fingerprint['media'])} media files (sha256)")
+        return ", ".join(parts + ["settings"])
 
     def _problem(self, step: Path) -> str | None:
         """Why ``step`` cannot be trusted (naming the file), or None when every file matches the
@@ -204,6 +279,18 @@ class StepCheckpointer:
         step = state["round"]
         final = self.root / f"step-{step:06d}"
         tmp = self.root / f".step-{step:06d}.tmp"
+        with disk_full_named(tmp), _removed_on_error(tmp, d):
+            self._write(engine, generator, state, d, tmp)
+        distributed.barrier()
+        if d.main:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in self.completed()[:-self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier()
+        return final
+
+    def _write(self, engine, generator: torch.Generator, state: dict, d: distributed.Dist, tmp: Path) -> None:
         if d.main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -222,12 +309,6 @@ class StepCheckpointer:
                 journal = {"bytes": size, "sha256": sha256_file(self.journal, size)}
             (tmp / "manifest.json").write_text(json.dumps({"files": files, "journal": journal}, indent=1))
             (tmp / "COMPLETE").write_text("")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            for old in self.completed()[:-self.keep]:
-                shutil.rmtree(old, ignore_errors=True)
-        distributed.barrier()
-        return final
 
     def restore(self, engine, generator: torch.Generator, state: dict, d: distributed.Dist) -> dict:
         latest = self.resume_point(d)

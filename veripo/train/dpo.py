@@ -17,10 +17,12 @@ import torch.nn.functional as F
 
 from veripo.errors import InputError
 from veripo.jsonio import read_jsonl, require_token_ids, unique_index, write_json, write_jsonl
+from veripo.media import checks as media_check
 from veripo.model import policy
 from veripo.stage_config import DPOConfig, DPOJob, PromptSetup, RunContext, write_settings
 from veripo.train import distributed, memory_plan
-from veripo.train.checkpoints import StepCheckpointer, frozen_vision, run_fingerprint, save_checkpoint, save_model
+from veripo.train.checkpoints import (StepCheckpointer, frozen_vision, media_digests, run_fingerprint, save_checkpoint,
+                                      save_model)
 from veripo.train.engine import TrainEngine, job_zero_config, to_device
 
 log = logging.getLogger(__name__)
@@ -279,7 +281,10 @@ def run_job(model_path: str, pairs_path: str, job: DPOJob, out: DPOOutputs, chec
         lambda gpu: memory_plan.dpo_job_plan(model.config.to_dict(), asdict(job), d.world,
                                              model.config._attn_implementation, longest))
     context = {"world_size": d.world, "zero_config": zero_config}
-    ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint(inputs, {**asdict(job), **context}))
+    # the pairs' queries name videos: one replaced under the same pairs file is another run
+    queried = [p["query"] for p in pairs if isinstance(p["query"], dict)]
+    media = media_digests(media_check.training_media_paths(queried), d)
+    ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint(inputs, {**asdict(job), **context}, media))
     train, heldout = split_heldout(pairs, job.dpo.heldout_fraction, job.dpo.seed)
     extra = {"stage": "dpo", "from": model_path, "pairs": len(pairs), "world_size": d.world}
     if pairs:

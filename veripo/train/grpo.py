@@ -32,7 +32,7 @@ from veripo.model import policy
 from veripo.model.seeds import sampling_seed
 from veripo.stage_config import GRPOConfig, GRPOJob, PromptSetup, RunContext, write_settings
 from veripo.train import distributed, memory_plan
-from veripo.train.checkpoints import StepCheckpointer, frozen_vision, run_fingerprint, save_checkpoint
+from veripo.train.checkpoints import StepCheckpointer, frozen_vision, media_digests, run_fingerprint, save_checkpoint
 from veripo.train.engine import TrainEngine, job_zero_config, to_device
 from veripo.model import backend, vllm_rollouts
 from veripo.model.rollouts import (Group, Sampling, group_advantages, rollout_rows, sample_group,  # noqa: F401
@@ -389,7 +389,7 @@ def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration
     distributed.announce(d)
     torch.manual_seed(job.grpo.seed)
     prompts = PromptSetup.of(job)
-    records = queries.load_queries(data_path)
+    records = queries.load_queries(data_path, max_question_chars=job.max_question_chars)
     # every video decoded as training will, before the first round rather than when a round reaches it
     media_check.check_training_media(records, prompts.media)
     model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
@@ -408,12 +408,12 @@ def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration
     context["zero_config"] = zero_config
     rollout_log = RolloutLog(os.path.join(checkpoint_dir, "rollouts.partial.jsonl"))
     # a checkpoint written from other data or settings is refused (see StepCheckpointer)
-    ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint(inputs, {**asdict(job), **context}),
+    # ... or from media replaced under the same data file
+    media = media_digests(media_check.training_media_paths(records), d)
+    ckpt = StepCheckpointer(checkpoint_dir, run_fingerprint(inputs, {**asdict(job), **context}, media),
                             journal=rollout_log.path)
-    resume_round = ckpt.latest_round(d)
+    ckpt.latest_round(d)  # decides (and logs) the resume before the rollout log is opened
     if d.main:
-        if resume_round:
-            log.info("resuming from step checkpoint at round %d", resume_round)
         rollout_log.open()
     distributed.barrier()
     run = replace(RunContext.of(job, d, stage, iteration), zero_config=zero_config)

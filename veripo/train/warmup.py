@@ -71,7 +71,7 @@ def run_job(model_path: str, data_path: str, job: WarmupJob, out: WarmupOutputs,
     """The base_warmup job (one process): warm up ``model_path`` on the queries at ``data_path``."""
     torch.manual_seed(job.warmup.seed)
     prompts = PromptSetup.of(job)
-    records = queries.load_queries(data_path)
+    records = queries.load_queries(data_path, max_question_chars=job.max_question_chars)
     model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
     policy.configure_processor(processor, prompts.media)
     metrics = train_warmup(model, processor, records, job.warmup, prompts, progress=progress)

@@ -164,7 +164,7 @@ def run_sample_job(model_path: str, data_path: str, job: VerifierSampleJob, iter
     r = job.rollouts
     torch.manual_seed(r.seed)
     prompts = PromptSetup.of(job)
-    records = queries.load_queries(data_path)
+    records = queries.load_queries(data_path, max_question_chars=job.max_question_chars)
     model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     policy.configure_processor(processor, prompts.media)

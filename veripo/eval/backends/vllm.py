@@ -27,6 +27,10 @@ class VLLMBackend:
     def __init__(self, model_path: str, settings: dict, video_root: str, seed: int = 0):
         from transformers import AutoConfig, AutoProcessor
 
+        from veripo.model.vllm_memory import size_engine
+
+        gen, media = settings["generation"], settings["media"]
+        engine = size_engine(gen.get("vllm", {}), model_path, "eval.vllm")
         try:
             from vllm import LLM, SamplingParams
         except ImportError as exc:
@@ -36,9 +40,8 @@ class VLLMBackend:
         from veripo.model.vllm_rollouts import banned_bias
 
         self.settings, self.video_root = settings, video_root
-        gen, media = settings["generation"], settings["media"]
         self.processor = AutoProcessor.from_pretrained(model_path)  # chat template and tokenizer only
-        self.engine = {**ENGINE_DEFAULTS, **gen.get("vllm", {})}
+        self.engine = {**ENGINE_DEFAULTS, **engine}
         self.llm = LLM(model=model_path, dtype=settings["dtype"], seed=seed,
                        limit_mm_per_prompt={"video": 1, "image": 1},
                        mm_processor_kwargs={"min_pixels": media["min_pixels"], "max_pixels": media["max_pixels"],
