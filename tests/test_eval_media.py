@@ -28,7 +28,8 @@ SETTINGS = {
     "dtype": "float32", "attn_implementation": None, "prompts": {"option": "{Question}", "number": "{Question}"},
     "generation": {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.05, "max_new_tokens": 8,
                    "backend": "hf", "batch_size": 2, "vllm": {}},
-    "media": {"fps": 2.0, "min_frames": 2, "max_frames": 8, "min_pixels": 3136, "max_pixels": 12544, "frame_cache": None},
+    "media": {"fps": 2.0, "min_frames": 2, "max_frames": 8, "min_pixels": 3136, "max_pixels": 12544, "frame_cache": None,
+              "frame_cache_max_bytes": None},
     "skip_missing_videos": False,
 }
 
