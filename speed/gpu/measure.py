@@ -31,14 +31,20 @@ import torch
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 
 
-def peak_tflops() -> float | None:
-    """The card's dense bf16 peak (TFLOP/s), or None (CPU, an unknown card)."""
-    if os.environ.get("PEAK_TFLOPS"):
-        return float(os.environ["PEAK_TFLOPS"])
+def _card_spec(env: str, table) -> float | None:
+    """``env``'s value when set, else the first (name part, value) of ``table`` whose name part is in the
+    card's name; None on a CPU or an unknown card."""
+    if os.environ.get(env):
+        return float(os.environ[env])
     if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name(0)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    return next((v for k, v in table if k in name), None)
+
+
+def peak_tflops() -> float | None:
+    """The card's dense bf16 peak (TFLOP/s), or None (CPU, an unknown card)."""
+    return _card_spec("PEAK_TFLOPS", PEAK_BF16_TFLOPS.items())
 
 
 # Spec HBM bandwidth (TB/s), the most specific name first (an "H100 PCIe" is not an SXM card).
@@ -48,12 +54,7 @@ MEMORY_BANDWIDTH_TBS = (("H200", 4.8), ("H100 NVL", 3.9), ("H100 PCIe", 2.0), ("
 
 def memory_bandwidth_tbs() -> float | None:
     """The card's memory bandwidth (TB/s), or None (CPU, an unknown card)."""
-    if os.environ.get("MEMORY_BANDWIDTH_TBS"):
-        return float(os.environ["MEMORY_BANDWIDTH_TBS"])
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name(0)
-    return next((v for k, v in MEMORY_BANDWIDTH_TBS if k in name), None)
+    return _card_spec("MEMORY_BANDWIDTH_TBS", MEMORY_BANDWIDTH_TBS)
 
 
 def decoder_weight_bytes(model) -> int:
