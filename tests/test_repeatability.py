@@ -1,12 +1,14 @@
 """Same seed, same machine, same artifacts (issue 20, item 6).
 
 Two default runs with one seed gave different base/model hashes, and so different pair counts: the
-synthetic videos themselves differed. PyAV's encode() converting the RGB frames to yuv420p itself made
-bytes that varied with what the heap held before, so 9 of the 69 videos of a shortened run differed
-between two runs (decoded pixels up to 13 levels apart), and the warm-up trained on other frames."""
+synthetic videos themselves differed (9 of the 69 videos of a shortened run, decoded pixels up to 13
+levels apart), and the warm-up trained on other frames. The cause is in x264's assembly paths (the
+same yuv frames encoded again in one process gave different files, with one encoder thread too, and
+never with asm or mbtree off): write_mp4 now encodes with asm=0."""
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -28,13 +30,25 @@ for i, (d, c, n) in enumerate(itertools.product(synthetic.DIRECTIONS, synthetic.
 """
 
 
+def test_the_same_frames_encode_to_the_same_bytes_again_and_again_in_one_process(tmp_path):
+    """The same frames written 40 times inside one process, other videos written between: one file.
+    With x264's assembly on this gave 2-8 different files in 40 tries."""
+    frames = synthetic.draw_frames("left", next(iter(synthetic.COLORS)), 2, 16, 64)
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(40):
+        for j in range(3):
+            other = synthetic.draw_frames(rng.choice(synthetic.DIRECTIONS), rng.choice(list(synthetic.COLORS)),
+                                          rng.randint(1, 3), 16, 64)
+            synthetic.write_mp4(tmp_path / f"other{j}.mp4", other, 8)
+        synthetic.write_mp4(tmp_path / "same.mp4", frames, 8)
+        seen.add(hashlib.sha256((tmp_path / "same.mp4").read_bytes()).hexdigest())
+    assert len(seen) == 1, f"{len(seen)} different files from the same frames"
+
+
 def test_synthetic_videos_are_the_same_bytes_in_two_processes(tmp_path):
-    """Dozens of videos written by one fresh process, twice: the same bytes (a guard; it passes on the
-    code before the explicit conversion too: the chain test below is the one that found the two runs'
-    videos differ). Not asserted: the same frames written again inside one long-lived process. There
-    the bytes still varied with the heap's history once (the full test suite's process, 2026-12-04),
-    so the explicit conversion is a partial fix; the root cause (a read of uninitialised memory in
-    the conversion or the encoder, by the look of it) is not found."""
+    """Dozens of videos written by one fresh process, twice: the same bytes, as two data_synthetic jobs
+    write them."""
     digests = []
     for run in ("a", "b"):
         (tmp_path / run).mkdir()

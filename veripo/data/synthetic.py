@@ -49,11 +49,14 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
+        # x264's assembly (asm=0 turns it off) made bytes that varied inside one process: the same yuv
+        # frames, encoded 40 times between other videos, gave 10 different files, on one encoder
+        # thread too; with asm off, or mbtree off, always one. So two runs with one seed wrote different
+        # videos and trained different warm-ups. The C paths cost nothing at these sizes (60 videos:
+        # 1.1 s against 0.9 s).
+        stream.options = {"crf": "18", "x264-params": "asm=0"}
         for img in frames:
-            # Converted to yuv420p here, not by encode(): the frame encode() converts itself yields bytes
-            # that vary with what the heap held before (the same frames gave 3 different files in 30
-            # tries once other frames had been freed), so two runs with one seed wrote different videos.
+            # Converted to yuv420p here, not by encode(), so the conversion is one we name and control.
             yuv = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p").to_ndarray()
             for packet in stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):
                 container.mux(packet)
