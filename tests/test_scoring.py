@@ -133,6 +133,8 @@ def test_other_benchmarks_have_plain_categories():
     assert result == {
         "benchmark": "tomato", "n": 4, "overall": 50.0,
         "categories": {"human": 50.0, "object": 100.0, "simulated": 0.0},
+        # resampled within categories, only "human" varies: 0, 1 or 2 of its 2 right -> 25, 50, 75
+        "ci95": [25.0, 75.0],
     }
     lvbench = score_predictions("lvbench", [item(None, "A", "multiple_choice", "<answer>A</answer>")])
     assert lvbench["categories"] == {} and lvbench["overall"] == 100.0
@@ -333,6 +335,7 @@ def test_cli_scores_our_format_with_full_precision(tmp_path):
     assert result == {
         "benchmark": "tomato", "n": 3, "overall": 2 / 3 * 100,
         "categories": {"human": 100.0, "object": 0.0},
+        "ci95": [2 / 3 * 100, 2 / 3 * 100],  # one score per category: no resample differs
     }
     assert "66.67" in proc.stdout and "66.666" not in proc.stdout
 

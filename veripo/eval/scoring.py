@@ -12,6 +12,7 @@ import os
 from typing import Any, Collection, Iterable
 
 from veripo.answers import ANSWER_TYPES, is_choice_answer, score_response
+from veripo.eval import bootstrap
 from veripo.eval.benchmarks import (
     VSI_CATEGORIES,
     VSI_REL_DIRECTION_PARTS,
@@ -27,13 +28,14 @@ PREDICTION_FIELDS = ("key", "answer", "answer_type", "category", "response")
 AUTHORS_FIELDS = ("question", "ground_truth", "model_output")
 
 
-def score_predictions(benchmark: str, items: list[dict]) -> dict:
+def score_predictions(benchmark: str, items: list[dict], intervals: bool = True) -> dict:
     """Overall and per-category scores (x100, unrounded) of scored prediction items.
 
     Each item needs answer, answer_type, category (None: counted in overall only) and response.
     For vsi_bench also the official aggregation: object_rel_direction is the mean of its
     easy/medium/hard parts and official_overall the unweighted mean of the 8 categories (of the
-    ones present, when scoring a subset).
+    ones present, when scoring a subset). With ``intervals`` each aggregate gets its 95% bootstrap
+    interval (veripo/eval/bootstrap.py).
     """
     check_benchmark(benchmark)
     if not items:
@@ -53,7 +55,27 @@ def score_predictions(benchmark: str, items: list[dict]) -> dict:
         official = _vsi_official_categories(result["categories"])
         result["official_categories"] = official
         result["official_overall"] = _mean(official.values())
+    if intervals:
+        categories = [item["category"] for item in items]
+        result["ci95"] = bootstrap.score_interval(scores, categories, bootstrap.mean_aggregate)
+        if benchmark == "vsi_bench":
+            result["official_ci95"] = bootstrap.score_interval(
+                scores, categories, bootstrap.category_mean_aggregate(categories, _vsi_official_overall_arrays))
     return result
+
+
+def _vsi_official_overall_arrays(means: dict):
+    """official_overall per bootstrap resample, from per-resample category means (as
+    _vsi_official_categories, on arrays)."""
+    official = []
+    for category in VSI_CATEGORIES:
+        if category == "object_rel_direction":
+            parts = [means[part] for part in VSI_REL_DIRECTION_PARTS if part in means]
+            if parts:
+                official.append(sum(parts) / len(parts))
+        elif category in means:
+            official.append(means[category])
+    return sum(official) / len(official)
 
 
 def read_predictions(
