@@ -31,5 +31,13 @@ rule all:
         get_final_output(),
 
 
+# The scores among the files this run was asked for.
 onsuccess:
-    print(run_summary())
+    print(run_summary(requested_files(), os.getcwd()))
+
+
+# After Snakemake's error blocks, the reason: the end of each failed job's logs (local and SLURM).
+onerror:
+    report = failed_job_report(log)
+    if report:
+        print(report, file=sys.stderr)

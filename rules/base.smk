@@ -20,7 +20,7 @@ if TINY:
             spec=lambda wc: as_json(config.get("tiny_model", {})),
             prompts=lambda wc: as_json(config["prompts"]),
         shell:
-            "{params.cmd:q} --spec {params.spec:q} --prompts {params.prompts:q} "
+            "{params.cmd} --spec {params.spec:q} --prompts {params.prompts:q} "
             "--out {output.model:q} --info {output.info:q} 2> {log:q}"
 
     rule base_warmup:
@@ -41,9 +41,12 @@ if TINY:
         resources:
             **rule_resources("base_warmup"),
         params:
+            **settings_params(lambda wc: policy_args("warmup")),
             cmd=python_script("base_warmup"),
-            cfg=lambda wc: as_json(policy_args("warmup")),
+            tracking=TRACKING,
         shell:
-            "{params.cmd:q} --model {input.model:q} --data {input.data:q} "
-            "--config {params.cfg:q} --out {output.model:q} "
-            "--metrics {output.metrics:q} --out-settings {output.settings:q} 2> {log:q}"
+            "{params.cmd} --model {input.model:q} --data {input.data:q} "
+            "--config {params.cfg:q} --run-settings {params.run:q} --out {output.model:q} "
+            "--metrics {output.metrics:q} --out-settings {output.settings:q} "
+            "--tracking {params.tracking:q} --tracking-name base_warmup/base_warmup "
+            "2> {log:q}"

@@ -8,6 +8,7 @@
 # from this checkout because Snakemake puts the Snakefile's folder first on sys.path.
 import json
 import os
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -15,6 +16,8 @@ from snakemake.logging import logger
 
 from veripo.config import ConfigError, grpo_stage, rule_settings, validate_config
 from veripo.eval.settings import check_benchmarks, job_settings
+from veripo.report.run_end import failed_job_report, run_summary
+from veripo.run_settings import split as split_run_settings
 from veripo.verify.gate import dpo_gate
 
 try:
@@ -43,9 +46,14 @@ SYN_BENCHMARKS = {
     name: f"data/bench/{name}.json"
     for name in ["vsi_bench", *SYN.get("benchmark_sizes", {})]
 }
+# config resources key -> the SLURM plugin's resource (2.8.0 turns qos into --qos and constraint
+# into -C, and refuses both inside slurm_extra); empty values are left out, so sbatch gets the
+# cluster's defaults.
 SLURM_KEYS = {
     "partition": "slurm_partition",
     "account": "slurm_account",
+    "qos": "qos",
+    "constraint": "constraint",
     "slurm_extra": "slurm_extra",
 }
 
@@ -70,21 +78,12 @@ def get_final_output():
     ]
 
 
-def run_summary():
-    """Where a finished run's results are, and how to make its report (onsuccess)."""
-    here = os.getcwd()
-    scores = [
-        p for p in get_final_output() if p.endswith(".json") and os.path.exists(p)
-    ]
-    lines = ["", f"Run directory: {here}"]
-    lines += [f"  scores:  {os.path.join(here, p)}" for p in scores]
-    if os.path.isdir("figures"):
-        lines.append(f"  figures: {os.path.join(here, 'figures')}")
-    lines.append(
-        "  report:  snakemake --report report.html  "
-        f"(then open {os.path.join(here, 'report.html')})"
-    )
-    return "\n".join(lines)
+def requested_files():
+    """The files this run was asked for: its file targets, the outputs of its rule targets,
+    and the inputs of a target rule without outputs (rule all, the default)."""
+    dag = workflow.dag
+    jobs = [str(f) for job in dag.targetjobs for f in (job.output or job.input)]
+    return {*map(str, dag.targetfiles), *jobs}
 
 
 def uses_vllm(rule):
@@ -115,27 +114,78 @@ def interpreter(rule):
     return PYTHON
 
 
+# The interpreter and the scripts' absolute paths are where this checkout and its venv lie
+# (another interpreter under --sdm conda), not what a job computes: as params Snakemake
+# compares, they made a run directory or checkout that moved plan every job again. So the
+# command's start is a NotARerunTrigger, shell-quoted here: rules use it as {params.cmd},
+# the one value they interpolate without :q.
 def python_script(name):
-    """argv prefix running scripts/<name>.py (rule ``name``'s interpreter)."""
-    return [interpreter(name), os.path.join(SCRIPTS, f"{name}.py")]
+    """Start of the command running scripts/<name>.py (rule ``name``'s interpreter)."""
+    return NotARerunTrigger(
+        shlex.join([interpreter(name), os.path.join(SCRIPTS, f"{name}.py")])
+    )
 
 
 def launcher(name):
-    """argv prefix running scripts/<name>.py under scripts/launch.py with the processes
-    of the rule ``name``."""
+    """Start of the command running a training script under scripts/launch.py: then come
+    launch_ranks(name), "--" and script_path(name). The rendezvous port is a run setting
+    (veripo/run_settings.py)."""
+    return NotARerunTrigger(
+        shlex.join(
+            [
+                interpreter(name),
+                os.path.join(SCRIPTS, "launch.py"),
+                *("--port", str(config["train"]["master_port"]), "--mpi", "srun"),
+            ]
+        )
+    )
+
+
+def launch_ranks(name):
+    """The launcher's process layout (nodes, processes per node) of the rule ``name``, a
+    param Snakemake compares, since the number of ranks shapes the training (per-rank
+    sampling seeds, the batch split)."""
     r = rule_settings(config, name)
-    return [
-        interpreter(name),
-        os.path.join(SCRIPTS, "launch.py"),
-        *("--nodes", str(r["nodes"]), "--procs-per-node", str(r["procs_per_node"])),
-        *("--port", str(config["train"]["master_port"]), "--mpi", "srun"),
-        *("--", os.path.join(SCRIPTS, f"{name}.py")),
-    ]
+    return ["--nodes", str(r["nodes"]), "--procs-per-node", str(r["procs_per_node"])]
+
+
+def script_path(name):
+    return NotARerunTrigger(os.path.join(SCRIPTS, f"{name}.py"))
 
 
 def as_json(obj):
     """A config section as one JSON argument (shell commands quote it with :q)."""
     return json.dumps(obj, sort_keys=True)
+
+
+class NotARerunTrigger:
+    """A params value Snakemake leaves out of its params rerun trigger, which records values of
+    builtin types only: for settings that change no result, so that editing them reruns
+    nothing. Formats as its text."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+
+# --tracking of the training scripts: live TensorBoard/W&B logging changes no result.
+TRACKING = NotARerunTrigger(as_json(config["tracking"]))
+
+
+def settings_params(settings, root=""):
+    """Params ``cfg`` and ``run`` of a job whose settings (its --config) are
+    ``settings(wildcards)``, ``root`` the config key they are the value of: ``cfg`` what
+    shapes its result, compared by Snakemake; ``run`` its run settings (ports, checkpoint
+    cadence, memory-only knobs: veripo/run_settings.py, whose list the resume fingerprints
+    share), not compared, which the script merges back (--run-settings)."""
+    return {
+        "cfg": lambda wc: as_json(split_run_settings(settings(wc), root)[0]),
+        "run": lambda wc: NotARerunTrigger(
+            as_json(split_run_settings(settings(wc), root)[1])
+        ),
+    }
 
 
 def policy_args(*sections):
@@ -167,8 +217,10 @@ def rule_resources(name):
         "procs_per_node": r["procs_per_node"],
     }
     if r["gpus_per_node"]:
-        # per node; `gpu=N` would mean N for the whole job
-        out["gres"] = f"gpu:{r['gpus_per_node']}"
+        # per node, typed through GRES (gpu:<type>:N); the plugin's `gpu`/`gpu_model` would
+        # ask --gpus for the whole job instead
+        gpu = ["gpu", r["gpu_type"], str(r["gpus_per_node"])]
+        out["gres"] = ":".join(part for part in gpu if part)
         # Without this the plugin asks for --ntasks-per-gpu=<tasks> and the job step
         # runs the command once per GPU (plugin issues #316/#459); our launcher starts
         # the per-GPU processes itself.
@@ -236,15 +288,15 @@ def get_grpo_stage_name(wildcards):
     return "activation" if int(wildcards.iter) == 0 else "video"
 
 
-def get_grpo_config(wildcards):
+def get_grpo_settings(wildcards):
     stage = grpo_stage(config, int(wildcards.iter))
-    return as_json({**policy_args(), "grpo": stage})
+    return {**policy_args(), "grpo": stage}
 
 
-def get_verifier_sample_config(wildcards):
+def get_verifier_sample_settings(wildcards):
     stage = grpo_stage(config, int(wildcards.iter))
     rollouts = config["verifier"]["rollouts"]
-    return as_json({**policy_args(), "grpo": stage, "rollouts": rollouts})
+    return {**policy_args(), "grpo": stage, "rollouts": rollouts}
 
 
 def get_verifier_rollouts(wildcards):
@@ -306,12 +358,23 @@ def get_eval_model_input(wildcards):
 
 
 def get_eval_questions(wildcards):
-    return config["eval"]["benchmarks"][wildcards.bench]["questions"]
+    path = config["eval"]["benchmarks"][wildcards.bench]["questions"]
+    # Snakemake would only say "MissingInputException" for a file no rule writes; with own
+    # data the benchmarks are the user's to fetch, or synthetic ones on request.
+    written = {os.path.normpath(p) for p in SYN_WRITTEN_BENCHMARKS.values()}
+    if not os.path.exists(path) and os.path.normpath(path) not in written:
+        raise WorkflowError(
+            f"config key 'eval.benchmarks.{wildcards.bench}.questions': {path} does not "
+            "exist, and data.synthetic does not write it (enabled: false); put the "
+            "benchmark's question file there, or add benchmarks to data.synthetic.keep "
+            "for synthetic ones"
+        )
+    return path
 
 
 def get_eval_video_root(wildcards):
     return config["eval"]["benchmarks"][wildcards.bench]["video_root"]
 
 
-def get_eval_config(wildcards):
-    return as_json(job_settings(config, wildcards.bench))
+def get_eval_settings(wildcards):
+    return job_settings(config, wildcards.bench)

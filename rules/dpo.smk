@@ -29,7 +29,7 @@ checkpoint dpo_build_pairs:
         cmd=python_script("dpo_build_pairs"),
         cfg=lambda wc: as_json(config["pairs"]),
     shell:
-        "{params.cmd:q} --rollouts {input.rollouts:q} --verdicts {input.verdicts:q} "
+        "{params.cmd} --rollouts {input.rollouts:q} --verdicts {input.verdicts:q} "
         "--model {input.model:q} --config {params.cfg:q} --out {output.pairs:q} "
         "--stats {output.stats:q} --out-settings {output.settings:q} 2> {log:q}"
 
@@ -77,12 +77,17 @@ rule dpo_train:
     resources:
         **training_resources("dpo_train"),
     params:
-        cfg=lambda wc: as_json(policy_args("dpo")),
+        **settings_params(lambda wc: policy_args("dpo")),
         ckpt="checkpoints/iter{iter}/dpo",
         cmd=launcher("dpo_train"),
+        ranks=launch_ranks("dpo_train"),
+        script=script_path("dpo_train"),
+        tracking=TRACKING,
     shell:
-        "{params.cmd:q} --model {input.model:q} --pairs {input.pairs:q} "
-        "--config {params.cfg:q} "
+        "{params.cmd} {params.ranks:q} -- {params.script:q} "
+        "--model {input.model:q} --pairs {input.pairs:q} "
+        "--config {params.cfg:q} --run-settings {params.run:q} "
         "--out-model {output.model:q} --out-metrics {output.metrics:q} "
         "--out-heldout {output.heldout:q} --out-settings {output.settings:q} "
-        "--checkpoint-dir {params.ckpt:q} 2> {log:q}"
+        "--checkpoint-dir {params.ckpt:q} --tracking {params.tracking:q} "
+        "--tracking-name dpo_train/iter{wildcards.iter:q} 2> {log:q}"

@@ -22,14 +22,14 @@ rule eval_generate:
     resources:
         **rule_resources("eval_generate"),
     params:
+        **settings_params(get_eval_settings),
         cmd=python_script("eval_generate"),
         model=get_eval_model,
         video_root=get_eval_video_root,
-        cfg=get_eval_config,
     shell:
-        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd:q} --model {params.model:q} --benchmark {wildcards.bench:q} "
+        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd} --model {params.model:q} --benchmark {wildcards.bench:q} "
         "--questions {input.questions:q} --video-root {params.video_root:q} "
-        "--config {params.cfg:q} --out {output.predictions:q} "
+        "--config {params.cfg:q} --run-settings {params.run:q} --out {output.predictions:q} "
         "--run-info {output.run_info:q} 2> {log:q}"
 
 
@@ -50,11 +50,14 @@ rule eval_score:
     resources:
         **rule_resources("eval_score"),
     params:
+        **settings_params(
+            lambda wc: {"verifier": {"judge": config["verifier"]["judge"]}}
+        ),
         cmd=python_script("eval_score"),
         model=get_eval_model,
-        cfg=lambda wc: as_json({"verifier": {"judge": config["verifier"]["judge"]}}),
     shell:
-        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd:q} --benchmark {wildcards.bench:q} "
+        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd} --benchmark {wildcards.bench:q} "
         "--predictions {input.predictions:q} "
         "--run-info {input.run_info:q} --questions {input.questions:q} "
-        "--model {params.model:q} --config {params.cfg:q} --out {output:q} 2> {log:q}"
+        "--model {params.model:q} --config {params.cfg:q} --run-settings {params.run:q} "
+        "--out {output:q} 2> {log:q}"

@@ -21,18 +21,23 @@ rule grpo_train:
     resources:
         **training_resources("grpo_train"),
     params:
+        **settings_params(get_grpo_settings),
         start=get_grpo_start_model,
-        cfg=get_grpo_config,
         stage=get_grpo_stage_name,
         ckpt="checkpoints/iter{iter}/grpo",
         cmd=launcher("grpo_train"),
+        ranks=launch_ranks("grpo_train"),
+        script=script_path("grpo_train"),
+        tracking=TRACKING,
     shell:
-        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd:q} --model {params.start:q} --data {input.data:q} "
-        "--config {params.cfg:q} --iteration {wildcards.iter:q} "
+        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd} {params.ranks:q} -- {params.script:q} "
+        "--model {params.start:q} --data {input.data:q} "
+        "--config {params.cfg:q} --run-settings {params.run:q} --iteration {wildcards.iter:q} "
         "--stage {params.stage:q} --out-model {output.model:q} "
         "--out-rollouts {output.rollouts:q} --out-metrics {output.metrics:q} "
         "--out-settings {output.settings:q} "
-        "--checkpoint-dir {params.ckpt:q} 2> {log:q}"
+        "--checkpoint-dir {params.ckpt:q} --tracking {params.tracking:q} "
+        "--tracking-name grpo_train/iter{wildcards.iter:q} 2> {log:q}"
 
 
 rule curriculum_filter:
@@ -53,5 +58,5 @@ rule curriculum_filter:
         cmd=python_script("curriculum_filter"),
         cfg=lambda wc: as_json(config["curriculum"]),
     shell:
-        "{params.cmd:q} --data {input.data:q} --rollouts {input.rollouts:q} "
+        "{params.cmd} --data {input.data:q} --rollouts {input.rollouts:q} "
         "--config {params.cfg:q} --out {output:q} 2> {log:q}"

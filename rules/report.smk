@@ -40,5 +40,5 @@ rule report_figures:
         manifest=as_json(REPORT_MANIFEST),
         benchmarks_dir="logs/benchmarks",
     shell:
-        "{params.cmd:q} --manifest {params.manifest:q} "
+        "{params.cmd} --manifest {params.manifest:q} "
         "--benchmarks-dir {params.benchmarks_dir:q} {output:q} 2> {log:q}"

@@ -19,11 +19,11 @@ rule verifier_sample:
     resources:
         **rule_resources("verifier_sample"),
     params:
+        **settings_params(get_verifier_sample_settings),
         cmd=python_script("verifier_sample"),
-        cfg=get_verifier_sample_config,
     shell:
-        "{params.cmd:q} --model {input.model:q} --data {input.data:q} "
-        "--config {params.cfg:q} --iteration {wildcards.iter:q} "
+        "{params.cmd} --model {input.model:q} --data {input.data:q} "
+        "--config {params.cfg:q} --run-settings {params.run:q} --iteration {wildcards.iter:q} "
         "--out {output.rollouts:q} --out-settings {output.settings:q} 2> {log:q}"
 
 
@@ -44,9 +44,9 @@ rule verifier_judge:
     resources:
         **rule_resources("verifier_judge"),
     params:
+        **settings_params(lambda wc: config["verifier"], root="verifier"),
         cmd=python_script("verifier_judge"),
-        cfg=lambda wc: as_json(config["verifier"]),
     shell:
-        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd:q} --rollouts {input.rollouts:q} --model {input.model:q} "
-        "--config {params.cfg:q} --out {output.verdicts:q} "
+        "VERIPO_MEM_MB={resources.mem_mb} {params.cmd} --rollouts {input.rollouts:q} --model {input.model:q} "
+        "--config {params.cfg:q} --run-settings {params.run:q} --out {output.verdicts:q} "
         "--stats {output.stats:q} --out-settings {output.settings:q} 2> {log:q}"

@@ -20,11 +20,11 @@ def _benchmark_paths(ctx, param, items) -> dict[str, str]:
 
 @click.command()
 @click.option("--spec", type=JSON, required=True, help="config data.synthetic section (JSON)")
-@click.option("--warmup", "warmup_out", required=True)
-@click.option("--train-video", required=True)
-@click.option("--train-activation", required=True)
-@click.option("--benchmark", "benchmarks", multiple=True, required=True, metavar="NAME=PATH",
-              callback=_benchmark_paths, help="a question file to write in benchmark NAME's format (repeatable)")
+@click.option("--warmup", "warmup_out", default=None, help="the warm-up queries (JSONL); omitted: not written")
+@click.option("--train-video", default=None, help="the video training set (JSONL); omitted: not written")
+@click.option("--train-activation", default=None, help="the activation training set (JSONL); omitted: not written")
+@click.option("--benchmark", "benchmarks", multiple=True, metavar="NAME=PATH", callback=_benchmark_paths,
+              help="a question file to write in benchmark NAME's format (repeatable)")
 @main_guard
 def main(spec, warmup_out, train_video, train_activation, benchmarks):
     setup_logging()
@@ -35,16 +35,26 @@ def main(spec, warmup_out, train_video, train_activation, benchmarks):
     if unknown:
         raise click.BadParameter(f"{', '.join(unknown)}: expected names among {', '.join(benchmark_sizes(spec))} "
                                  f"(data.synthetic.benchmark_sizes)", param_hint="--benchmark")
-    data = make_synthetic_data(spec, os.path.dirname(train_video),
+    sets = {key: path for key, path in (("warmup", warmup_out), ("train_video", train_video),
+                                        ("train_activation", train_activation)) if path}
+    if not sets and not benchmarks:
+        raise click.UsageError("nothing to write: give --warmup, --train-video, --train-activation or --benchmark")
+    # each set's media under its own file's folder, where load_queries resolves the records' paths
+    data = make_synthetic_data(spec, {key: os.path.dirname(path) for key, path in sets.items()},
                                {name: os.path.dirname(path) for name, path in benchmarks.items()})
-    write_jsonl(warmup_out, data.warmup)
-    write_jsonl(train_video, data.train_video)
-    write_jsonl(train_activation, data.train_activation)
+    for key, path in sets.items():
+        write_jsonl(path, getattr(data, key))
     for name, path in benchmarks.items():
         write_json(path, data.benchmarks[name])
-    summary(os.path.dirname(train_video) or ".", f"{len(data.warmup)} warm-up, {len(data.train_video)} video and "
-            f"{len(data.train_activation)} activation training queries; "
-            + ", ".join(f"{name} {len(data.benchmarks[name])}" for name in benchmarks) + " benchmark questions")
+    labels = {"warmup": "warm-up", "train_video": "video training", "train_activation": "activation training"}
+    written = [f"{len(getattr(data, key))} {labels[key]}" for key in sets]
+    if written:
+        written = [", ".join(written) + " queries"]
+    if benchmarks:
+        written.append(", ".join(f"{name} {len(data.benchmarks[name])}" for name in benchmarks)
+                       + " benchmark questions")
+    where = os.path.dirname(next(iter(sets.values()), None) or next(iter(benchmarks.values())))
+    summary(where or ".", "; ".join(written))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import _bootstrap  # noqa: F401
 import click
 
+from veripo.run_settings import merged
 from veripo.cli import JSON, main_guard, progress, set_threads, setup_logging, summary
 
 
@@ -12,11 +13,14 @@ from veripo.cli import JSON, main_guard, progress, set_threads, setup_logging, s
 @click.option("--video-root", required=True, help="folder the records' video_path is relative to")
 @click.option("--config", "cfg", type=JSON, required=True,
               help="the benchmark's EvalJob (veripo.eval.settings.job_settings)")
+@click.option("--run-settings", "run", type=JSON, default="{}",
+              help="settings that change no result, kept out of --config for Snakemake (veripo/run_settings.py)")
 @click.option("--out", required=True, help="predictions JSONL, in place once every question is answered")
 @click.option("--run-info", required=True, help="JSON written with it: the whole EvalJob, backend, skipped questions")
 @main_guard
-def main(model_path, benchmark, questions, video_root, cfg, out, run_info):
+def main(model_path, benchmark, questions, video_root, cfg, run, out, run_info):
     setup_logging()
+    cfg = merged(cfg, run)
     set_threads()
     from veripo.eval.job import run_generation
     from veripo.stage_config import EvalJob

@@ -2,6 +2,7 @@
 import _bootstrap  # noqa: F401
 import click
 
+from veripo.run_settings import merged
 from veripo.cli import JSON, main_guard, setup_logging, summary
 
 
@@ -12,10 +13,13 @@ from veripo.cli import JSON, main_guard, setup_logging, summary
 @click.option("--questions", required=True, help="the benchmark's question file")
 @click.option("--model", "model_path", required=True, help="the checkpoint that was evaluated")
 @click.option("--config", "cfg", type=JSON, required=True, help="{verifier}")
+@click.option("--run-settings", "run", type=JSON, default="{}",
+              help="settings that change no result, kept out of --config for Snakemake (veripo/run_settings.py)")
 @click.option("--out", required=True)
 @main_guard
-def main(benchmark, predictions, run_info, questions, model_path, cfg, out):
+def main(benchmark, predictions, run_info, questions, model_path, cfg, run, out):
     setup_logging()
+    cfg = merged(cfg, run)
     from veripo.eval.report import score_report
     from veripo.jsonio import read_json, write_json
 

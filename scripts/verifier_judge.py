@@ -2,6 +2,7 @@
 import _bootstrap  # noqa: F401
 import click
 
+from veripo.run_settings import merged
 from veripo.cli import JSON, main_guard, progress, setup_logging, summary
 
 
@@ -9,12 +10,15 @@ from veripo.cli import JSON, main_guard, progress, setup_logging, summary
 @click.option("--rollouts", required=True)
 @click.option("--model", "model_path", required=True, help="policy checkpoint (its tokenizer counts think tokens)")
 @click.option("--config", "cfg", type=JSON, required=True, help="verifier section")
+@click.option("--run-settings", "run", type=JSON, default="{}",
+              help="settings that change no result, kept out of --config for Snakemake (veripo/run_settings.py)")
 @click.option("--out", required=True)
 @click.option("--stats", "stats_out", required=True)
 @click.option("--out-settings", default=None, help="effective settings (JSON); default: settings.json beside --out")
 @main_guard
-def main(rollouts, model_path, cfg, out, stats_out, out_settings):
+def main(rollouts, model_path, cfg, run, out, stats_out, out_settings):
     setup_logging()
+    cfg = merged(cfg, run)
     from veripo.stage_config import VerifierConfig, settings_path
     from veripo.verify import verifier
 

@@ -2,6 +2,7 @@
 import _bootstrap  # noqa: F401
 import click
 
+from veripo.run_settings import merged
 from veripo.cli import JSON, main_guard, progress, setup_logging, summary
 
 
@@ -10,13 +11,16 @@ from veripo.cli import JSON, main_guard, progress, setup_logging, summary
 @click.option("--data", required=True, help="the iteration's query JSONL")
 @click.option("--config", "cfg", type=JSON, required=True,
               help="{grpo (stage-resolved), rollouts, train, media, prompts, dtype}")
+@click.option("--run-settings", "run", type=JSON, default="{}",
+              help="settings that change no result, kept out of --config for Snakemake (veripo/run_settings.py)")
 @click.option("--iteration", type=int, required=True)
 @click.option("--out", required=True)
 @click.option("--out-settings", default=None,
               help="effective settings (JSON); default: sample_settings.json beside --out")
 @main_guard
-def main(model_path, data, cfg, iteration, out, out_settings):
+def main(model_path, data, cfg, run, iteration, out, out_settings):
     setup_logging()
+    cfg = merged(cfg, run)
     from veripo.stage_config import VerifierSampleJob, settings_path
     from veripo.verify import verifier
 

@@ -80,7 +80,7 @@ def run_dir(finished_run, tmp_path_factory) -> Path:
 
 def test_readme_block_covers_every_command_on_the_default_runs_paths():
     commands = readme_commands()
-    assert {c[1] for c in commands} == {"infer", "pairs", "score"}
+    assert {c[1] for c in commands} == {"infer", "pairs", "score", "export"}
     for c in commands:
         assert c[0] == "veripo"
         paths = [a for a in c if "/" in a]
@@ -90,10 +90,11 @@ def test_readme_block_covers_every_command_on_the_default_runs_paths():
 
 def test_help_of_the_group_and_every_command():
     out = subprocess.run(command("--help"), capture_output=True, text=True)
-    assert out.returncode == 0 and all(name in out.stdout for name in ("infer", "pairs", "score"))
+    assert out.returncode == 0 and all(name in out.stdout for name in ("infer", "pairs", "score", "export"))
     for sub, expected in ((["infer"], ["--video", "--image", "--question", "--options", "--backend", "--fps"]),
                           (["pairs", "show"], ["--kind", "--query", "--limit"]),
-                          (["score"], ["--benchmark", "--predictions", "--output", "--questions"])):
+                          (["score"], ["--benchmark", "--predictions", "--output", "--questions"]),
+                          (["export"], ["RUN_DIR", "ITER", "OUT", "--grpo"])):
         out = subprocess.run(command(*sub, "--help"), capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert all(flag in out.stdout for flag in expected), out.stdout
@@ -290,3 +291,102 @@ def test_vllm_infer_gives_the_hf_answer(tiny_dir, video_set, vllm_python, vllm_e
     hf_result, vllm_result = json.loads(hf.stdout), json.loads(vllm.stdout.strip().splitlines()[-1])
     assert vllm_result["prompt"] == hf_result["prompt"]
     assert (vllm_result["output"], vllm_result["num_tokens"]) == (hf_result["output"], hf_result["num_tokens"])
+
+
+# A checkpoint's own settings, layered config files, export, and the score command's benchmark check ----
+
+def infer_json(args: list[str], cwd: Path) -> dict:
+    out = run(["infer", *args, "--question", "What is 4 plus 5?", "--json"], cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def asked_as(settings: dict) -> dict:
+    """Settings as infer runs them: one question per call, on the HF backend."""
+    return {**settings, "generation": {**settings["generation"], "batch_size": 1, "backend": "hf"}}
+
+
+def test_infer_takes_the_checkpoints_settings_not_the_directorys_config(run_dir, tmp_path):
+    """A run directory's config.yaml may be another run's (a 7B run keeps the tiny default there): infer
+    takes the evaluation's settings of the checkpoint, else the training job's settings beside it."""
+    work = tmp_path / "run"
+    shutil.copytree(run_dir, work)
+    (work / "config.yaml").write_text((work / "config.yaml").read_text().replace("max_new_tokens: 64",
+                                                                                   "max_new_tokens: 5"))
+    evaluated = infer_json(["--model", "iter2/dpo/model"], work)
+    record = jsonio.read_json(work / "iter2/eval/vsi_bench.run.json")
+    assert evaluated["settings"] == asked_as(record["settings"])
+    assert evaluated["settings_from"].startswith(str(work / "iter2/eval/vsi_bench.run.json"))
+
+    shutil.rmtree(work / "iter1/eval_grpo")  # no evaluation of iteration 1's GRPO checkpoint: its training settings
+    trained = infer_json(["--model", "iter1/grpo/model"], work)
+    job = jsonio.read_json(work / "iter1/grpo/settings.json")["config"]
+    assert trained["settings_from"].startswith(str(work / "iter1/grpo/settings.json"))
+    assert (trained["settings"]["media"], trained["settings"]["prompts"]) == (job["media"], job["prompts"])
+    assert trained["settings"]["generation"]["max_new_tokens"] == job["grpo"]["max_new_tokens"]
+
+
+def test_infer_layers_config_files_as_snakemake(run_dir):
+    """--configfile A B merges B over A over the repository's config.yaml; one file alone is layered too."""
+    seven_b = str(ROOT / "configs/qwen25vl-7b.yaml")
+    both = infer_json(["--model", "iter2/dpo/model", "--max-new-tokens", "4", "--configfile", "config.yaml", seven_b],
+                      run_dir)
+    alone = infer_json(["--model", "iter2/dpo/model", "--max-new-tokens", "4", "--config", seven_b], run_dir)
+    for result in (both, alone):
+        settings = result["settings"]
+        assert (settings["dtype"], settings["attn_implementation"]) == ("bfloat16", "flash_attention_2")
+        assert settings["media"]["max_frames"] == 128 and settings["generation"]["vllm"]["max_model_len"] == 32768
+    assert both["settings_from"] == f"config.yaml + {seven_b}"
+
+
+def test_plain_transformers_loads_an_exported_checkpoint(run_dir, tmp_path):
+    """veripo export writes the checkpoint, its settings and a model card; the folder loads with plain
+    transformers (veripo never imported: the torchvision CPU shim comes with the install) and infer on it
+    answers as on the run's checkpoint."""
+    [args] = examples("export")
+    out_dir = tmp_path / "exported"
+    args = [*args[:2], "2", str(out_dir)]  # the shortened run's last iteration
+    done = run(args, run_dir)
+    assert done.returncode == 0, done.stderr
+    score = jsonio.read_json(run_dir / "iter2/eval/vsi_bench.json")
+    assert f"vsi_bench {score['overall']:.2f} (95% CI {score['ci95'][0]:.2f}-{score['ci95'][1]:.2f})" in done.stdout
+
+    card = (out_dir / "README.md").read_text()
+    for stage in ("base", "iter0/grpo", "iter1/grpo", "iter1/dpo", "iter2/grpo", "iter2/dpo"):
+        assert f"| `{stage}` (" in card
+    assert f"{score['overall']:.2f} (95% CI {score['ci95'][0]:.2f}-{score['ci95'][1]:.2f})" in card
+    assert "data/train_video.jsonl" in card and "tiny Qwen2.5-VL" in card
+    settings = jsonio.read_json(out_dir / "settings.json")
+    assert settings["inference"] == jsonio.read_json(run_dir / "iter2/eval/vsi_bench.run.json")["settings"]
+    assert set(settings["run"]) == {"base", "iter0/grpo", "iter1/grpo", "iter1/dpo", "iter2/grpo", "iter2/dpo"}
+
+    code = ("import sys; from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration; "
+            "m = Qwen2_5_VLForConditionalGeneration.from_pretrained(sys.argv[1]); AutoProcessor.from_pretrained(sys.argv[1]); "
+            "assert 'veripo' not in sys.modules and 'torchvision' in sys.modules; print(m.config.model_type)")
+    plain = subprocess.run([sys.executable, "-c", code, str(out_dir)], cwd=tmp_path, capture_output=True, text=True)
+    assert plain.returncode == 0 and plain.stdout.strip() == "qwen2_5_vl", (
+        "plain transformers does not load the checkpoint; pip install -r requirements.txt installs the shim:\n"
+        + plain.stderr[-2000:])
+
+    exported, original = infer_json(["--model", str(out_dir)], tmp_path), infer_json(["--model", "iter2/dpo/model"], run_dir)
+    assert exported["settings_from"] == str(out_dir / "settings.json")
+    assert exported["output"] == original["output"] and exported["settings"] == original["settings"]
+    again = run(args, run_dir)
+    assert again.returncode == 2 and again.stderr.strip() == f"error: {out_dir}: exists already: export writes a new folder"
+
+
+def test_score_refuses_another_benchmarks_predictions(run_dir, tmp_path):
+    predictions = "iter2/eval/vsi_bench.predictions.jsonl"
+    out = run(["score", "--benchmark", "tomato", "--predictions", predictions, "--output", str(tmp_path / "s.json")],
+              run_dir)
+    assert out.returncode != 0 and not (tmp_path / "s.json").exists()
+    assert out.stderr.strip().splitlines() == [f"Error: {predictions}: predictions of vsi_bench "
+                                               f"(iter2/eval/vsi_bench.run.json says so), not of tomato"]
+    alone = tmp_path / "predictions.jsonl"  # no evaluation record beside it: its categories tell
+    shutil.copy(run_dir / predictions, alone)
+    out = run(["score", "--benchmark", "tomato", "--predictions", str(alone), "--output", str(tmp_path / "s.json")],
+              run_dir)
+    categories = sorted({p["category"] for p in jsonio.read_jsonl(alone)})
+    assert out.returncode != 0 and out.stderr.strip().splitlines() == [
+        f"Error: {alone}: categories {', '.join(categories)} are not tomato's but vsi_bench's: "
+        "predictions of another benchmark"]

@@ -19,6 +19,7 @@ from veripo.jsonio import write_jsonl
 from veripo.rewards import accuracy_reward
 
 OUT = "data/imported/t.jsonl"
+ACTIVATION = "data/imported/t.activation.jsonl"
 
 
 @pytest.fixture
@@ -46,9 +47,11 @@ def convert(source: str, text: str, fmt: str, **spec):
 
 
 def assert_counted(result) -> None:
-    """Every record is converted or rejected, and the stats count the rejections by reason."""
+    """Every record is converted, left out by a filter or the subsample, or rejected, and the stats count the
+    rejections by reason."""
     s = result.stats
-    assert s["records"] == s["converted"] + s["rejected"]
+    assert s["records"] == s["converted"] + s["rejected"] + sum(s["left_out"].values()) + s["subsampled_out"]
+    assert s["converted"] == s["video_queries"] + s["activation_queries"]
     assert s["converted"] == len(result.queries) and s["rejected"] == len(result.rejected)
     assert s["rejections"] == dict(Counter(r["reason"] for r in result.rejected))
     assert all(r["message"] and r["where"] for r in result.rejected)
@@ -198,6 +201,82 @@ def test_csv_options_in_both_forms_and_bad_rows(workdir):
     assert_gold_earns_full_reward(load_queries(OUT))
 
 
+def mixed_video_r1() -> list[dict]:
+    """Video and image records of three problem types from two sources (Video-R1's fields)."""
+    kinds = [("multiple choice", "<answer>B</answer>", ["A. x", "B. y"]), ("numerical", "<answer>3</answer>", []),
+             ("math", "<answer>$x^2$</answer>", [])]
+    records = []
+    for i in range(12):
+        problem_type, solution, options = kinds[i % 3]
+        image = i % 4 == 3
+        records.append(video_r1(i, problem_type, solution, options, data_type="image" if image else "video",
+                                path="./I/c.png" if image else "./V/a.mp4",
+                                data_source="CLEVRER" if i < 6 else "LLaVA-Video"))
+    return records
+
+
+def test_filters_leave_records_out_before_converting_and_count_them(workdir):
+    records = [*mixed_video_r1(), video_r1(12, "OCR", "<answer>x</answer>"),
+               video_r1(13, "numerical", "<answer>2</answer>", path="./V/missing.mp4", data_type="image")]
+    result = convert("vr.json", json.dumps(records), "video_r1", media_root="media", data_types=["video"],
+                     problem_types=["multiple choice", "numerical", "OCR"])
+    assert_counted(result)
+    # 0..11 less the images (3, 7, 11) and the math ones (2, 5, 8); the OCR record passes the filters and is
+    # rejected; the image whose file is missing is left out before its media are checked
+    assert [q["id"] for q in result.queries] == ["0", "1", "4", "6", "9", "10"]
+    assert result.stats["left_out"] == {"data_type": 4, "problem_type": 3}
+    assert result.stats["rejections"] == {"unscorable_problem_type": 1}
+    llava = convert("vr.json", json.dumps(records), "video_r1", media_root="media", data_sources=["LLaVA-Video"])
+    assert [q["id"] for q in llava.queries] == ["6", "7", "8", "9", "10", "11"]
+    assert llava.stats["left_out"] == {"data_source": 8}  # 12 and 13 have no data_source
+    # the plain formats have no data_type: the medium a record names is its kind
+    rows = [{"question": "Q1?", "answer": 1, "video": "media/V/a.mp4"},
+            {"question": "Q2?", "answer": 2, "image": "media/I/c.png"}, {"question": "Q3?", "answer": 3}]
+    text = "\n".join(json.dumps(r) for r in rows)
+    assert [q["id"] for q in convert("q.jsonl", text, "jsonl", data_types=["image", "text"]).queries] == ["t-2", "t-3"]
+
+
+def test_max_records_draws_a_seeded_subsample_in_source_order(workdir):
+    text = json.dumps(mixed_video_r1())
+    ids = [q["id"] for q in convert("vr.json", text, "video_r1", media_root="media").queries]
+    picks = {}
+    for seed in range(4):
+        result = convert("vr.json", text, "video_r1", media_root="media", max_records=5, seed=seed)
+        picks[seed] = [q["id"] for q in result.queries]
+        assert_counted(result)
+        assert result.stats["subsampled_out"] == 7
+        assert picks[seed] == [i for i in ids if i in picks[seed]]  # a subset, in source order
+        again = convert("vr.json", text, "video_r1", media_root="media", max_records=5, seed=seed)
+        assert [q["id"] for q in again.queries] == picks[seed]
+    assert len({tuple(p) for p in picks.values()}) > 1  # the seed draws
+    assert [q["id"] for q in convert("vr.json", text, "video_r1", media_root="media", max_records=50).queries] == ids
+
+
+def test_images_and_text_go_to_the_activation_file(workdir):
+    rows = [{"id": "v", "question": "Q?", "answer": 1, "video": "media/V/a.mp4"},
+            {"id": "i", "question": "Q?", "answer": 2, "image": "media/I/c.png"},
+            {"id": "t", "question": "Q?", "answer": 3}]
+    with open("q.jsonl", "w") as fh:
+        fh.write("\n".join(json.dumps(r) for r in rows))
+    out = run_cli({"source": "q.jsonl", "format": "jsonl"})
+    assert out.returncode == 0, out.stderr
+    assert [q["id"] for q in load_queries(OUT)] == ["v"]
+    activation = load_queries(ACTIVATION)
+    assert [q["id"] for q in activation] == ["i", "t"] and activation[0]["image"] == "media/I/c.png"
+    with open("data/imported/t.stats.json") as fh:
+        stats = json.load(fh)
+    assert (stats["video_queries"], stats["activation_queries"]) == (1, 2)
+    assert f"1 video queries into {OUT}, 2 image/text queries into {ACTIVATION}" in out.stdout
+    # a source without images or text still writes the activation file, empty: a GRPO stage pointed at it stops
+    with open("q.jsonl", "w") as fh:
+        fh.write(json.dumps(rows[0]))
+    assert run_cli({"source": "q.jsonl", "format": "jsonl", "data_types": ["video"]}).returncode == 0
+    with open(ACTIVATION) as fh:
+        assert fh.read() == ""
+    with pytest.raises(ValueError, match=r"t\.activation\.jsonl: no queries"):
+        load_queries(ACTIVATION)
+
+
 def test_a_source_without_the_question_column_or_not_a_list_is_an_input_error(workdir):
     with open("q.csv", "w") as fh:
         fh.write("prompt,answer\nx,1\n")
@@ -211,7 +290,8 @@ def test_a_source_without_the_question_column_or_not_a_list_is_an_input_error(wo
 
 def run_cli(spec: dict, name: str = "t") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "scripts/data_import.py"), "--name", name,
-                           "--spec", json.dumps(spec), "--out", OUT, "--rejected", "data/imported/t.rejected.jsonl",
+                           "--spec", json.dumps(spec), "--out", OUT, "--activation-out", ACTIVATION,
+                           "--rejected", "data/imported/t.rejected.jsonl",
                            "--stats", "data/imported/t.stats.json"], capture_output=True, text=True, timeout=60)
 
 
@@ -237,7 +317,13 @@ def test_config_imports_are_validated(default_config):
     cfg["data"]["imports"] = {"mine": {"source": "x.json", "format": "video_r1", "media_root": "m"}}
     cfg["resources"]["data_import"] = {"runtime": 10}
     validate_config(cfg)
+    cfg["data"]["imports"]["mine"].update(data_types=["video", "text"], problem_types=["numerical"],
+                                          data_sources=["CLEVRER"], max_records=100, seed=3)
+    validate_config(cfg)
     for bad, key in [({"source": "x.json", "format": "tsv"}, "data.imports.mine.format"),
+                     ({"source": "x", "format": "csv", "data_types": ["audio"]}, "data.imports.mine.data_types.0"),
+                     ({"source": "x", "format": "csv", "max_records": 0}, "data.imports.mine.max_records"),
+                     ({"source": "x", "format": "csv", "problem_types": []}, "data.imports.mine.problem_types"),
                      ({"format": "csv"}, "data.imports.mine"),
                      ({"source": "x", "format": "csv", "media": "m"}, "data.imports.mine")]:
         cfg["data"]["imports"] = {"mine": bad}
@@ -248,11 +334,12 @@ def test_config_imports_are_validated(default_config):
 def test_the_workflow_trains_on_an_import(tmp_path, default_config):
     (tmp_path / "media/V").mkdir(parents=True)
     (tmp_path / "media/V/a.mp4").write_bytes(b"\0")
+    (tmp_path / "media/I").mkdir(parents=True)
+    (tmp_path / "media/I/c.png").write_bytes(b"\0")
     records = [video_r1(1, "multiple choice", "<answer>B</answer>", ["A. x", "B. y"]),
-               video_r1(2, "OCR", "<answer>x</answer>")]
+               video_r1(2, "OCR", "<answer>x</answer>"),
+               video_r1(3, "numerical", "<answer>2</answer>", data_type="image", path="./I/c.png")]
     (tmp_path / "vr.json").write_text(json.dumps(records))
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data/warmup.jsonl").write_text("{}\n")  # the tiny base's warm-up input, not what is tested
     cfg = copy.deepcopy(default_config)
     cfg["data"].update(train_video="data/imported/mine.jsonl",
                        imports={"mine": {"source": "vr.json", "format": "video_r1", "media_root": "media"}})
@@ -260,19 +347,28 @@ def test_the_workflow_trains_on_an_import(tmp_path, default_config):
     out = snakemake(tmp_path, cfg, "-n", "iter1/grpo/rollouts.jsonl")
     assert out.returncode != 0 and "config key 'data.train_video'" in out.stdout + out.stderr
 
-    cfg["data"]["train_activation"] = "data/imported/mine.jsonl"
-    cfg["data"]["synthetic"]["enabled"] = False
+    cfg["data"]["train_activation"] = "data/imported/mine.activation.jsonl"
+    cfg["data"]["synthetic"].update(enabled=False, keep=["train_activation"])
+    out = snakemake(tmp_path, cfg, "-n", "iter1/grpo/rollouts.jsonl")
+    assert out.returncode != 0 and "take train_activation out of data.synthetic.keep" in out.stdout + out.stderr
+
+    cfg["data"]["synthetic"]["keep"] = []
     out = snakemake(tmp_path, cfg, "-n", "-p", "iter1/grpo/rollouts.jsonl")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
-    assert job_counts(text) == {"base_build_tiny": 1, "base_warmup": 1, "data_import": 1, "grpo_train": 2,
-                                "total": 5}
-    assert text.count("--data data/imported/mine.jsonl") == 2  # both GRPO stages train on the import
+    # data_synthetic writes the tiny base's warm-up traces alone
+    assert job_counts(text) == {"base_build_tiny": 1, "base_warmup": 1, "data_import": 1, "data_synthetic": 1,
+                                "grpo_train": 2, "total": 6}
+    assert "--warmup data/warmup.jsonl" in text and "--train-video" not in text and "--benchmark" not in text
+    # iteration 0 trains on the import's image queries, iteration 1 on its video queries
+    assert text.count("--data data/imported/mine.activation.jsonl") == 1
+    assert text.count("--data data/imported/mine.jsonl") == 1
 
     out = snakemake(tmp_path, cfg, "data/imported/mine.jsonl")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "mine: 1 of 2 records of vr.json imported" in out.stdout
+    assert "mine: 2 of 3 records of vr.json imported" in out.stdout
     assert [q["id"] for q in load_queries(str(tmp_path / "data/imported/mine.jsonl"))] == ["1"]
+    assert [q["id"] for q in load_queries(str(tmp_path / "data/imported/mine.activation.jsonl"))] == ["3"]
     stats = json.loads((tmp_path / "data/imported/mine.stats.json").read_text())
     assert stats["rejections"] == {"unscorable_problem_type": 1}
     assert (tmp_path / "logs/data_import/mine.log").exists()

@@ -10,9 +10,10 @@ from conftest import ROOT
 PKG = ROOT / "veripo"
 # hashing (one sha256 for provenance, checkpoints and caches) and stage_config (the typed config of
 # every stage, stdlib-only so the Snakefile may build them at parse time) serve every stage alike;
-# config_reference writes docs/config.md from the config's schema.
+# config_reference writes docs/config.md from the config's schema; run_settings (the settings that change
+# no job's result) is read by the rule layer and by training's and evaluation's resume fingerprints alike.
 BASICS = {"errors", "jsonio", "config", "cli", "answers", "rewards", "prompts", "hashing", "stage_config",
-          "config_reference"}
+          "config_reference", "run_settings"}
 # The stages, lowest first. A module may import the basics, its own stage and any stage below it,
 # never one above. The order follows the method's data flow and what each stage needs to do its job:
 #   media   decodes videos and images and checks they decode; nothing else.
@@ -24,7 +25,7 @@ BASICS = {"errors", "jsonio", "config", "cli", "answers", "rewards", "prompts", 
 #   train   GRPO, DPO (which learns from verify's pairs), the warm-up, checkpoints.
 #   eval    runs any checkpoint on the benchmarks and scores it with the verifier's judge.
 #   report  draws a finished run's figures from the artifacts of every stage (read as files).
-#   commands  the `veripo` console command: presents what the stages below compute (infer, pairs, score).
+#   commands  the `veripo` console command: presents what the stages below compute (infer, pairs, score, export).
 STAGES = ["media", "data", "model", "verify", "train", "eval", "report", "commands"]
 RANK = {"basics": -1, **{stage: i for i, stage in enumerate(STAGES)}}
 

@@ -38,9 +38,12 @@ def verifier_stats(n, wrong, inconsistent, clean):
                                        "UNKNOWN": 0, "UNPARSABLE": 0}}}
 
 
-def score(overall, rate, official=None, categories=None):
-    out = {"benchmark": "vsi_bench", "n": 6, "overall": overall, "categories": categories or {"a": overall},
-           "inconsistency": {"judge": "rule", "rate": rate, "counts": {}}}
+def score(overall, inconsistent, unknown=0, official=None, categories=None, n=6):
+    """A score file as eval_score writes it: the rate is the INCONSISTENT share of all n, in %."""
+    counts = {"CONSISTENT": n - inconsistent - unknown, "INCONSISTENT": inconsistent, "UNKNOWN": unknown,
+              "UNPARSABLE": 0}
+    out = {"benchmark": "vsi_bench", "n": n, "overall": overall, "categories": categories or {"a": overall},
+           "inconsistency": {"judge": "rule", "rate": 100.0 * inconsistent / n, "counts": counts}}
     if official is not None:
         out["official_overall"] = official
     return out
@@ -48,9 +51,15 @@ def score(overall, rate, official=None, categories=None):
 
 # --- collectors -------------------------------------------------------------------------------------
 
+def grpo_settings(path, format_weight=0.5):
+    """The part of a GRPO job's settings.json the report reads: the stage's grpo section."""
+    path.write_text(json.dumps({"stage": "video", "config": {"grpo": {"format_weight": format_weight}}}))
+    return path
+
+
 def test_grpo_curves_are_the_logged_steps_in_order(tmp_path):
     rows = [grpo_row(0, 0.25, 20.0, 0.1), grpo_row(0, 0.25, 20.0, -0.1), grpo_row(1, 0.75, 24.5, 0.05, kl=0.01)]
-    curves = collect.grpo_curves(write_jsonl(tmp_path / "metrics.jsonl", rows))
+    curves = collect.grpo_curves(write_jsonl(tmp_path / "metrics.jsonl", rows), grpo_settings(tmp_path / "s.json"))
     assert curves["step"] == [0, 1, 2] and curves["rounds"] == 2 and curves["stage"] == "video"
     assert curves["reward/accuracy"] == [0.25, 0.25, 0.75]
     assert curves["response_length"] == [20.0, 20.0, 24.5] and curves["kl"] == [0.0, 0.0, 0.01]
@@ -61,28 +70,41 @@ def test_grpo_curves_name_the_line_and_field_that_is_missing_or_not_a_number(tmp
     rows = [grpo_row(0, 0.5, 20.0, 0.1), grpo_row(1, 0.5, 20.0, 0.1)]
     del rows[1]["response_length"]
     path = write_jsonl(tmp_path / "metrics.jsonl", rows)
+    settings = grpo_settings(tmp_path / "settings.json")
     with pytest.raises(InputError, match=r"metrics\.jsonl, line 2, field 'response_length': missing"):
-        collect.grpo_curves(path)
+        collect.grpo_curves(path, settings)
     rows[1]["response_length"] = "long"
     write_jsonl(path, rows)
     with pytest.raises(InputError, match=r"line 2, field 'response_length': expected a finite number"):
-        collect.grpo_curves(path)
+        collect.grpo_curves(path, settings)
     path.write_text("")
     with pytest.raises(InputError, match="no steps logged"):
-        collect.grpo_curves(path)
+        collect.grpo_curves(path, settings)
 
 
 def test_grpo_curves_carry_the_vllm_logprob_gap_only_when_logged(tmp_path):
     gap = {"vllm/logprob_gap_mean": 2e-6, "vllm/logprob_gap_max": 3e-5}
     rows = [grpo_row(0, 0.25, 20.0, 0.1) | gap, grpo_row(1, 0.5, 20.0, 0.1) | gap]
     path = write_jsonl(tmp_path / "metrics.jsonl", rows)
-    curves = collect.grpo_curves(path)
+    settings = grpo_settings(tmp_path / "settings.json")
+    curves = collect.grpo_curves(path, settings)
     assert curves["vllm/logprob_gap_mean"] == [2e-6, 2e-6] and curves["vllm/logprob_gap_max"] == [3e-5, 3e-5]
-    assert "vllm/logprob_gap_max" not in collect.grpo_curves(write_jsonl(path, [grpo_row(0, 0.25, 20.0, 0.1)]))
+    assert "vllm/logprob_gap_max" not in collect.grpo_curves(write_jsonl(path, [grpo_row(0, 0.25, 20.0, 0.1)]),
+                                                             settings)
     del rows[1]["vllm/logprob_gap_max"]  # a stage logs it on every step or on none
     write_jsonl(path, rows)
     with pytest.raises(InputError, match=r"line 2, field 'vllm/logprob_gap_max': missing"):
-        collect.grpo_curves(path)
+        collect.grpo_curves(path, settings)
+
+
+def test_grpo_curves_carry_the_format_rewards_maximum_from_the_stage_settings(tmp_path):
+    """The format reward tops out at grpo.format_weight (0.5 by default), accuracy at 1: the figure gives
+    format its own axis up to that maximum, read from the settings the stage ran with."""
+    path = write_jsonl(tmp_path / "metrics.jsonl", [grpo_row(0, 0.25, 20.0, 0.1)])
+    assert collect.grpo_curves(path, grpo_settings(tmp_path / "s.json", 0.25))["format_weight"] == 0.25
+    (tmp_path / "s.json").write_text(json.dumps({"config": {"grpo": {}}}))
+    with pytest.raises(InputError, match=r"s\.json, field 'config\.grpo\.format_weight': missing"):
+        collect.grpo_curves(path, tmp_path / "s.json")
 
 
 def test_dpo_curves_and_heldout(tmp_path):
@@ -95,8 +117,10 @@ def test_dpo_curves_and_heldout(tmp_path):
     (tmp_path / "heldout.json").write_text(json.dumps(heldout))
     curves = collect.dpo_curves(write_jsonl(tmp_path / "metrics.jsonl", rows), tmp_path / "heldout.json")
     assert curves["step"] == [0, 1] and curves["margin"] == [0.0, 1.5]
-    assert curves["heldout"]["before"] == {"chosen_preferred": 0.25, "logp_gap_per_token": -0.5}
-    assert curves["heldout"]["after"]["margin"] == 2.0 and curves["heldout"]["after"]["positive_margin_share"] == 0.75
+    # the same quantities before and after, side by side; DPO's margin (a change) apart from them
+    assert curves["heldout"]["before"] == {"chosen_preferred": 0.25, "logp_gap": -8.0, "logp_gap_per_token": -0.5}
+    assert curves["heldout"]["after"] == {"chosen_preferred": 0.5, "logp_gap": -6.0, "logp_gap_per_token": -0.4}
+    assert curves["heldout"]["change"] == {"margin": 2.0, "positive_margin_share": 0.75}
 
 
 def test_a_skipped_dpo_stage_has_no_steps(tmp_path):
@@ -122,6 +146,19 @@ def test_verifier_table_is_in_percent_of_the_rollouts(tmp_path):
     assert table[2]["reasons"]["wrong answer"] == 10.0 and table[2]["clean"] == 100.0
 
 
+def test_verifier_table_holds_every_verdict_unknown_included(tmp_path):
+    stats = verifier_stats(200, wrong=50, inconsistent=30, clean=180)
+    stats["checks"]["consistency"].update(CONSISTENT=150, UNKNOWN=16, UNPARSABLE=4)
+    (tmp_path / "s.json").write_text(json.dumps(stats))
+    row = collect.verifier_table({"1": str(tmp_path / "s.json")})[1]
+    assert row["verdicts"] == {"CONSISTENT": 75.0, "INCONSISTENT": 15.0, "UNKNOWN": 8.0, "UNPARSABLE": 2.0}
+    assert row["judges"] == []  # the hand-written stats name none; a run's name the rule judge (below)
+    stats["checks"]["consistency"]["UNKNOWN"] = 10  # the verdicts no longer add up to the rollouts
+    (tmp_path / "s.json").write_text(json.dumps(stats))
+    with pytest.raises(InputError, match=r"field 'checks\.consistency': the verdicts sum to 194, not to the 200"):
+        collect.verifier_table({"1": str(tmp_path / "s.json")})
+
+
 def test_verifier_table_names_a_missing_check(tmp_path):
     stats = verifier_stats(10, 1, 1, 10)
     del stats["checks"]["repetition"]
@@ -143,8 +180,8 @@ def test_pair_table_counts_and_checks_the_kinds_add_up(tmp_path):
 
 
 def test_score_table_follows_the_chain_and_names_a_corrupt_file(tmp_path):
-    (tmp_path / "base.json").write_text(json.dumps(score(20.0, 10.0, official=18.0)))
-    (tmp_path / "it1.json").write_text(json.dumps(score(35.5, 2.5)))
+    (tmp_path / "base.json").write_text(json.dumps(score(20.0, 1, n=10, official=18.0)))
+    (tmp_path / "it1.json").write_text(json.dumps(score(35.5, 1, n=40)))
     rows = [{"label": "base", "kind": "base", "path": str(tmp_path / "base.json")},
             {"label": "iter1", "kind": "dpo", "path": str(tmp_path / "it1.json")}]
     table = collect.score_table(rows)
@@ -155,6 +192,27 @@ def test_score_table_follows_the_chain_and_names_a_corrupt_file(tmp_path):
         collect.score_table(rows)
     (tmp_path / "it1.json").unlink()
     with pytest.raises(InputError, match=r"it1\.json: file does not exist"):
+        collect.score_table(rows)
+
+
+def test_score_table_shows_the_answers_without_a_verdict(tmp_path):
+    """A 0.0% rate where 5 of 24 answers have no verdict (UNKNOWN) and the rest are consistent: the table
+    the figure draws holds all three shares, and counts that disagree with n or the rate stop it."""
+    (tmp_path / "s.json").write_text(json.dumps(score(40.0, 0, unknown=5, n=24)))
+    rows = [{"label": "base", "kind": "base", "path": str(tmp_path / "s.json")}]
+    row = collect.score_table(rows)[0]
+    assert row["inconsistency"] == 0.0 and row["judge"] == "rule"
+    assert row["verdicts"] == pytest.approx({"CONSISTENT": 100 * 19 / 24, "INCONSISTENT": 0.0,
+                                             "UNKNOWN": 100 * 5 / 24, "UNPARSABLE": 0.0})
+    bad = score(40.0, 0, unknown=5, n=24)
+    del bad["inconsistency"]["counts"]["UNKNOWN"]
+    (tmp_path / "s.json").write_text(json.dumps(bad))
+    with pytest.raises(InputError, match=r"field 'inconsistency\.counts\.UNKNOWN': missing"):
+        collect.score_table(rows)
+    bad = score(40.0, 3, n=24)
+    bad["inconsistency"]["rate"] = 0.0
+    (tmp_path / "s.json").write_text(json.dumps(bad))
+    with pytest.raises(InputError, match=r"inconsistency rate 0% is not INCONSISTENT's share 12\.5%"):
         collect.score_table(rows)
 
 
@@ -220,6 +278,7 @@ def small_run(root):
         gap = {"vllm/logprob_gap_mean": 1e-6, "vllm/logprob_gap_max": 2e-5} if k else {}
         write_jsonl(root / f"iter{k}/grpo/metrics.jsonl",
                     [grpo_row(r // 2, 0.25 + 0.05 * r, 20.0 + r, 0.1 - 0.02 * r) | gap for r in range(12)])
+        grpo_settings(root / f"iter{k}/grpo/settings.json")
     (root / "iter1/dpo").mkdir()
     write_jsonl(root / "iter1/dpo/metrics.jsonl",
                 [{"step": s, "loss": 0.69 - 0.05 * s, "margin": 0.4 * s, "positive_margin_share": 0.1 * s}
@@ -230,10 +289,11 @@ def small_run(root):
          "by_kind": {"consistency": 2, "penalty": 1, "reflection": 2}}))
     (root / "iter1/verifier").mkdir()
     (root / "iter1/verifier/stats.json").write_text(json.dumps(verifier_stats(64, 20, 10, 60)))
-    for evaldir, value in (("base/eval", 20.0), ("iter0/eval", 25.0), ("iter1/eval_grpo", 30.0),
-                           ("iter1/eval", 32.0)):
+    for evaldir, value, inconsistent in (("base/eval", 20.0, 3), ("iter0/eval", 25.0, 2),
+                                         ("iter1/eval_grpo", 30.0, 2), ("iter1/eval", 32.0, 1)):
         (root / evaldir).mkdir(parents=True)
-        (root / evaldir / "vsi_bench.json").write_text(json.dumps(score(value, 50 - value, official=value)))
+        (root / evaldir / "vsi_bench.json").write_text(json.dumps(score(value, inconsistent, unknown=1,
+                                                                        official=value)))
     (root / "logs/benchmarks/grpo_train").mkdir(parents=True)
     (root / "logs/benchmarks/grpo_train/iter0.tsv").write_text("s\th:m:s\n12.5\t0:00:12\n")
 
@@ -294,3 +354,57 @@ def test_figures_and_the_html_report_of_a_finished_run(finished_run, tmp_path):
         assert caption_phrase(caption) in html, caption
     for f in figures:
         assert f"{f.name}.png" in html, f.name
+
+
+@pytest.mark.slow
+def test_the_finished_runs_figures_draw_every_verdict_and_put_each_quantity_on_its_own_scale(finished_run,
+                                                                                           monkeypatch):
+    """On the chain's own artifacts: the inconsistency panel's bars are the score files' verdict counts,
+    UNKNOWN included, and sum to 100%; the format reward is drawn on an axis up to the stage's
+    grpo.format_weight, not on accuracy's 0-1; each held-out panel sets a quantity before DPO beside the
+    same quantity after, and DPO's margin (a change) is no bar of its own."""
+    from veripo.report import figures
+    from veripo.report.collect import collect as collect_all
+
+    cfg = yaml.safe_load((finished_run / "test_config.yaml").read_text())
+    monkeypatch.chdir(finished_run)
+    m = plan.manifest(cfg["iterations"], cfg["report"]["benchmarks"], cfg["report"]["eval_grpo"])
+    tables = collect_all(m, "logs/benchmarks")
+
+    rows = tables["scores"]["vsi_bench"]
+    for row, entry in zip(rows, m["scores"]["vsi_bench"]):
+        counts = json.loads((finished_run / entry["path"]).read_text())["inconsistency"]["counts"]
+        assert row["verdicts"] == pytest.approx({v: 100 * c / row["n"] for v, c in counts.items()}), entry["path"]
+        assert sum(row["verdicts"].values()) == pytest.approx(100.0) and row["judge"] == "rule"
+    fig = figures.inconsistency_figure(tables["verifier"], tables["scores"])
+    left, right = fig.axes
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(label.startswith("UNKNOWN") for label in labels) and "inconsistent" in labels
+    # every checkpoint's bar segments stack to its verdict shares (4 verdicts x checkpoints)
+    heights = [p.get_height() for p in right.patches]
+    assert len(heights) == 4 * len(rows)
+    assert heights[2 * len(rows):3 * len(rows)] == pytest.approx([0.0] * len(rows))  # UNPARSABLE: rule judge
+    assert heights[len(rows):2 * len(rows)] == pytest.approx([r["verdicts"]["UNKNOWN"] for r in rows])
+    assert "rule judge" in fig.get_suptitle()
+
+    weight = cfg["grpo"]["format_weight"]
+    for k, curves in tables["grpo"].items():
+        assert curves["format_weight"] == weight
+        reward = figures.grpo_figure(k, curves).axes
+        format_axis = next(ax for ax in reward if "format reward" in ax.get_ylabel())
+        assert format_axis.get_ylim()[1] == pytest.approx(1.05 * weight)
+        assert format_axis.get_ylabel() == f"format reward (max {weight:g})"
+
+    for k, curves in tables["dpo"].items():
+        heldout = curves["heldout"]
+        if not heldout["pairs"]:
+            continue
+        assert set(heldout["before"]) == set(heldout["after"]) == set(collect.HELDOUT_BOTH)
+        assert set(heldout["change"]) == {"margin", "positive_margin_share"}
+        axes = figures.dpo_figure(k, curves).axes
+        panels = [ax for ax in axes if ax.get_title().startswith("held-out")]
+        assert len(panels) == 3
+        for ax, key in zip(panels, ("chosen_preferred", "logp_gap_per_token", "logp_gap")):
+            assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["before DPO", "after DPO"]
+            assert [p.get_height() for p in ax.patches] == pytest.approx([heldout["before"][key],
+                                                                          heldout["after"][key]])

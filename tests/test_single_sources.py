@@ -131,14 +131,14 @@ def test_filtered_queries_point_at_the_same_media(tmp_path, monkeypatch):
 
 
 def test_each_synthetic_set_keeps_its_seed(tmp_path, default_config):
-    from veripo.data.synthetic_plan import make_synthetic_data
+    from veripo.data.synthetic_plan import SETS, make_synthetic_data
 
     spec = dict(default_config["data"]["synthetic"], n_warmup=2, n_train_video=2, n_train_activation=2,
                 n_benchmark=2, benchmark_sizes={"tomato": 2}, video_size=32, video_fps=4, video_seconds=0.5)
 
     def run(name, **changes):
         root = tmp_path / name
-        return make_synthetic_data(dict(spec, **changes), str(root / "data"),
+        return make_synthetic_data(dict(spec, **changes), dict.fromkeys(SETS, str(root / "data")),
                                    {"vsi_bench": str(root / "bench"), "tomato": str(root / "bench")})
 
     base, more = run("base"), run("more", n_train_video=3)
@@ -149,7 +149,7 @@ def test_each_synthetic_set_keeps_its_seed(tmp_path, default_config):
 
 
 def test_data_synthetic_script_writes_what_the_plan_returns(tmp_path, default_config):
-    from veripo.data.synthetic_plan import make_synthetic_data
+    from veripo.data.synthetic_plan import SETS, make_synthetic_data
     from veripo.jsonio import read_json, read_jsonl
 
     spec = dict(default_config["data"]["synthetic"], n_warmup=2, n_train_video=2, n_train_activation=2,
@@ -161,7 +161,8 @@ def test_data_synthetic_script_writes_what_the_plan_returns(tmp_path, default_co
                     "--warmup", "data/warmup.jsonl", "--train-video", "data/train_video.jsonl",
                     "--train-activation", "data/train_activation.jsonl",
                     "--benchmark", "vsi_bench=data/bench/vsi_bench.json"], cwd=out, check=True)
-    expected = make_synthetic_data(spec, str(tmp_path / "lib"), {"vsi_bench": str(tmp_path / "lib/bench")})
+    expected = make_synthetic_data(spec, dict.fromkeys(SETS, str(tmp_path / "lib")),
+                                   {"vsi_bench": str(tmp_path / "lib/bench")})
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]  # noqa: E731
     assert strip(read_jsonl(out / "data/warmup.jsonl")) == expected.warmup
     assert strip(read_jsonl(out / "data/train_video.jsonl")) == expected.train_video

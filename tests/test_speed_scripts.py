@@ -117,3 +117,46 @@ def test_eval_batching_script_answers_alike_both_ways():
                 "--new", "8")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "answers identical both ways: 6/6" in out.stdout
+
+
+@pytest.mark.slow
+def test_readme_figures_prints_the_readmes_table_from_a_finished_run(finished_run):
+    """speed/readme_figures.py RUN gives the README's "Measured" table and paragraph; each checked cell
+    is the figure of the artifact it names."""
+    out = speed("readme_figures.py", str(finished_run))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "|  | iter0 (activation) | iter1 | iter2 |" and lines[1] == "|---|---|---|---|"
+    rows = {cells[1].strip(): [c.strip() for c in cells[2:-1]]
+            for cells in (line.split("|") for line in lines[2:] if line.startswith("| "))}
+    assert len(rows) == 10
+    for k in range(3):
+        rollouts = [json.loads(line) for line in (finished_run / f"iter{k}/grpo/rollouts.jsonl").read_text().splitlines()]
+        mean = sum(r["reward_accuracy"] for r in rollouts) / len(rollouts)
+        assert rows["mean accuracy reward of the GRPO rollouts"][k] == f"{mean:.3f}"
+        queries = len({r["query_id"] for r in rollouts})
+        assert rows["GRPO rollouts / queries, epochs (every `rollout_id` distinct unless said)"][k].startswith(
+            f"{len(rollouts)} / {queries}, ")
+    for k in (1, 2):
+        stats = json.loads((finished_run / f"iter{k}/dpo/pair_stats.json").read_text())
+        kinds = stats["by_kind"]
+        assert rows["DPO pairs (consistency / penalty / reflection)"][k] == (
+            f"{stats['pairs']} ({kinds['consistency']}/{kinds['penalty']}/{kinds['reflection']})")
+        heldout = json.loads((finished_run / f"iter{k}/dpo/heldout.json").read_text())
+        if heldout["pairs"]:
+            # the same quantity before and after, side by side; the margin (a change) on its own row
+            assert rows["held-out pairs (queries): chosen more likely than rejected, before -> after DPO"][k] == (
+                f"{heldout['pairs']} ({heldout['queries']}): {heldout['before']['chosen_preferred']:.0%} -> "
+                f"{heldout['after']['chosen_preferred']:.0%}")
+    assert rows["simple queries dropped by the curriculum after the stage"][2] == ""  # the last: none written
+    final = json.loads((finished_run / "iter2/eval/vsi_bench.json").read_text())
+    assert (f"Final score `iter2/eval/vsi_bench.json` ({final['n']} questions): overall {final['overall']:.1f} "
+            in out.stdout)
+    assert f"inconsistency {final['inconsistency']['rate']:.1f}% of the evaluated responses" in out.stdout
+    assert "vsi_bench along the chain: base " in out.stdout and "iter2 DPO " in out.stdout
+    assert re.search(r"^Wall time: (\d+ min )?\d+ s from the first job's start", out.stdout, re.M)
+
+
+def test_readme_figures_names_what_is_missing(tmp_path):
+    out = speed("readme_figures.py", str(tmp_path))
+    assert out.returncode != 0 and "expected iter0/grpo ... iterN/grpo" in out.stderr

@@ -178,8 +178,10 @@ def test_default_chain_runs_and_every_artifact_has_its_schema(tmp_path, finished
     assert f"vsi_bench overall {score['overall']:.2f}" in summary("iter2/eval/vsi_bench.json")
     assert "inconsistency rate" in summary("iter2/verifier/verdicts.jsonl")
     assert "warm-up steps" in summary("base/model") and "kept" in summary("iter1/data/train_video.jsonl")
-    # at its end the run says where its results are and how to make the report
-    assert f"  scores:  {w.resolve() / 'iter2/eval/vsi_bench.json'}" in shown
+    # at its end the run prints the scores it was asked for, with their numbers, and how to make the report
+    assert any(line.startswith(f"    iter2/eval/vsi_bench.json: vsi_bench overall {score['overall']:.2f} (95% CI ")
+               for line in shown), shown[-10:]
+    assert f"  figures: {w.resolve() / 'figures'}" in shown  # report_figures was a target
     assert any(line.startswith("  report:  snakemake --report report.html") for line in shown)
     for log, bar in [("base_warmup/base_warmup.log", "warmup"), ("grpo_train/iter1.log", "grpo video"),
                      ("grpo_train/iter0.log", "grpo activation"), ("dpo_train/iter1.log", "dpo"),

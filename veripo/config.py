@@ -109,11 +109,15 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                 raise ConfigError(f"config key '{key}' is required when base_model is 'tiny'")
         if sum(config["warmup"]["trace_mix"].values()) <= 0:
             raise ConfigError("config key 'warmup.trace_mix' must have a positive share")
-    if config["data"]["synthetic"]["enabled"]:
+    synthetic = config["data"]["synthetic"]
+    # rule data_synthetic runs whenever it writes something: everything, or with own data the tiny base's
+    # warm-up traces and the sets `keep` names
+    if synthetic["enabled"] or synthetic.get("keep") or config["base_model"] == "tiny":
         missing = {"seed", "n_warmup", "n_train_video", "n_train_activation", "n_benchmark", "tasks",
-                   "video_size", "video_fps", "video_seconds"} - set(config["data"]["synthetic"])
+                   "video_size", "video_fps", "video_seconds"} - set(synthetic)
         if missing:
-            raise ConfigError(f"config key 'data.synthetic' lacks {sorted(missing)} while enabled")
+            why = "enabled" if synthetic["enabled"] else "it writes the tiny base's warm-up or keep's sets"
+            raise ConfigError(f"config key 'data.synthetic' lacks {sorted(missing)} while {why}")
     for i, name in enumerate(config["report"]["benchmarks"]):
         if name not in config["eval"]["benchmarks"]:
             raise ConfigError(f"config key 'report.benchmarks[{i}]': {name!r} is not one of eval.benchmarks "

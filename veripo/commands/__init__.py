@@ -1,10 +1,12 @@
 """The ``veripo`` console command (``pip install -e .`` installs it): try a checkpoint, look at the DPO
-pairs a run built, score predictions. The commands sit above every stage: they reuse the stages'
-functions (evaluation backends and inputs, scoring, JSONL readers) and hold only their presentation."""
+pairs a run built, score predictions, export a checkpoint with a model card. The commands sit above every
+stage: they reuse the stages' functions (evaluation backends and inputs, scoring, JSONL readers) and hold
+only their presentation."""
 from __future__ import annotations
 
 import click
 
+from veripo.commands.export import export
 from veripo.commands.infer import infer
 from veripo.commands.pairs import pairs
 from veripo.commands.score import score
@@ -18,6 +20,7 @@ def main() -> None:
     veripo infer        ask a checkpoint one question (video, image or text): reasoning and answer
     veripo pairs show   the DPO pairs of an iteration, chosen | rejected side by side
     veripo score        score a benchmark's predictions (as scripts/score.py)
+    veripo export       one checkpoint of a run as a folder with its settings and a model card
 
     `veripo COMMAND --help` says more.
     """
@@ -26,3 +29,4 @@ def main() -> None:
 main.add_command(infer)
 main.add_command(pairs)
 main.add_command(score)
+main.add_command(export)

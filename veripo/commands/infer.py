@@ -1,33 +1,46 @@
 """``veripo infer``: one question (video, image or text) to a checkpoint, answered as the evaluation
 answers a benchmark question.
 
-The settings are the config's ``eval`` section (media, sampling, dtype, prompt templates) with the
-command's overrides, greedy unless ``--temperature`` says otherwise. A video question is prepared by the
-evaluation's own ``veripo.eval.inputs.prepare`` (same template, frames, chat text); an image or text
-question, which no benchmark has, by training's ``policy.query_inputs``. Either goes to the evaluation
-backend's ``generate_inputs``, so the answer to a benchmark question is the one its predictions hold.
+The settings are the checkpoint's own (veripo/commands/checkpoint.py: an exported folder's settings.json,
+the run's evaluation of the checkpoint, the training job's settings beside it), or those of the layered
+``--configfile`` files, with the command's overrides, greedy unless ``--temperature`` says otherwise. A
+video question is prepared by the evaluation's own ``veripo.eval.inputs.prepare`` (same template, frames,
+chat text); an image or text question, which no benchmark has, by training's ``policy.query_inputs``.
+Either goes to the evaluation backend's ``generate_inputs``, so the answer to a benchmark question is the
+one its predictions hold.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-from dataclasses import asdict, replace
-from pathlib import Path
 
 import click
 
 from veripo.answers import ANSWER_TYPES
 from veripo.cli import JSON, main_guard, terminal_safe
 
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 MEDIA_OPTIONS = ("fps", "min_frames", "max_frames", "min_pixels", "max_pixels")
 
 
-def default_config_path() -> Path:
-    """config.yaml of the directory the command runs in (a run's), else the repository's."""
-    here = Path("config.yaml")
-    return here if here.is_file() else REPO_CONFIG
+class ConfigFiles(click.Option):
+    """A repeatable option that also takes several values after one flag, as Snakemake's
+    ``--configfile A B``: the values run up to the next option."""
+
+    def add_to_parser(self, parser, ctx) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = parser._long_opt.get(name) or parser._short_opt.get(name)
+            option.process = self._greedy(option.process)
+
+    @staticmethod
+    def _greedy(process):
+        def take(value, state) -> None:
+            process(value, state)
+            while state.rargs and not state.rargs[0].startswith("-"):
+                process(state.rargs.pop(0), state)
+
+        return take
 
 
 def question_with_options(question: str, options: tuple[str, ...]) -> str:
@@ -35,21 +48,18 @@ def question_with_options(question: str, options: tuple[str, ...]) -> str:
     return "\n".join([question, *options])
 
 
-def infer_settings(config: dict, media: dict, temperature: float, max_new_tokens: int | None, backend: str,
+def infer_settings(job: dict, media: dict, temperature: float, max_new_tokens: int | None, backend: str,
                    vllm_args: dict | None) -> dict:
-    """The evaluation job's settings (``EvalJob``'s fields, as the backends read them) from the config's
-    ``eval`` section, with ``media`` (the given ``MEDIA_OPTIONS``) and the sampling overrides applied."""
-    from veripo.stage_config import EvalConfig, EvalJob, PromptTemplates
-
-    ev = EvalConfig.from_config(config["eval"])
-    generation = replace(ev.generation(), temperature=temperature, backend=backend, batch_size=1,
-                         max_new_tokens=max_new_tokens or ev.max_new_tokens,
-                         vllm=ev.vllm if vllm_args is None else vllm_args)
-    job = EvalJob(dtype=config["dtype"], attn_implementation=config.get("attn_implementation"),
-                  prompts=PromptTemplates.from_config(config["prompts"]), generation=generation,
-                  media=replace(ev.media, **{k: v for k, v in media.items() if v is not None}),
-                  skip_missing_videos=False)
-    return asdict(job)
+    """The evaluation settings ``job`` (``EvalJob``'s fields, as the backends read them) with ``media`` (the
+    given ``MEDIA_OPTIONS``) and the sampling overrides applied, one question per call."""
+    generation = dict(job["generation"], temperature=temperature, backend=backend, batch_size=1)
+    if max_new_tokens:
+        generation["max_new_tokens"] = max_new_tokens
+    if vllm_args is not None:
+        generation["vllm"] = vllm_args
+    return dict(job, generation=generation,
+                media={**job["media"], **{k: v for k, v in media.items() if v is not None}},
+                skip_missing_videos=False)
 
 
 def check_media(media: dict) -> None:
@@ -118,7 +128,7 @@ def report(text: str, num_tokens: int, truncated: bool, temperature: float) -> s
               help="Picks the prompt template: multiple_choice the option template, the others the number "
                    "template. Default: multiple_choice with --options, else numeric.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Frames sampled per second of video. Default: the config's eval.media.fps (as all media options).")
+              help="Frames sampled per second of video. Default: the checkpoint's settings (as all media options).")
 @click.option("--min-frames", type=click.IntRange(min=1), default=None, help="Fewest frames sampled from the video.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Most frames sampled from the video.")
 @click.option("--min-pixels", type=click.IntRange(min=1), default=None, help="Smallest frame area after resizing.")
@@ -126,26 +136,31 @@ def report(text: str, num_tokens: int, truncated: bool, temperature: float) -> s
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Sampling temperature; 0 is greedy (the evaluation's decoding).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
-              help="Longest answer. Default: the config's eval.max_new_tokens.")
+              help="Longest answer. Default: the checkpoint's settings.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler (temperature > 0).")
 @click.option("--backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
               help="hf: transformers; vllm: vLLM, run with the vLLM venv's Python "
                    "(.venv-vllm/bin/python -m veripo.commands infer ...).")
 @click.option("--vllm-args", type=JSON, default=None,
-              help="vllm.LLM keyword arguments as JSON, e.g. '{\"max_model_len\": 4096}'. Default: the config's eval.vllm.")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Config whose eval section gives the defaults. Default: ./config.yaml, else the repository's.")
+              help="vllm.LLM keyword arguments as JSON, e.g. '{\"max_model_len\": 4096}'. Default: the checkpoint's settings.")
+@click.option("--configfile", "--config", "configfiles", cls=ConfigFiles, multiple=True,
+              type=click.Path(exists=True, dir_okay=False), metavar="FILE...",
+              help="Config files whose eval section gives the settings, merged over the repository's config.yaml "
+                   "in turn as Snakemake merges them (--configfile config.yaml configs/qwen25vl-7b.yaml). "
+                   "Default: the checkpoint's own settings (an exported folder's settings.json, the run's "
+                   "evaluation of it, or the training job's settings.json beside it).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: reasoning, answer, output, num_tokens, truncated, prompt, settings.")
 @click.option("--show-prompt", is_flag=True, help="Print the chat-templated prompt before the answer.")
 @main_guard
 def infer(model: str, video: str | None, image: str | None, question: str, options: tuple[str, ...],
           answer_type: str | None, temperature: float, max_new_tokens: int | None, seed: int, backend: str,
-          vllm_args: dict | None, config_path: str | None, as_json: bool, show_prompt: bool, **media) -> None:
+          vllm_args: dict | None, configfiles: tuple[str, ...], as_json: bool, show_prompt: bool, **media) -> None:
     """Ask a checkpoint one question and print its reasoning and its answer.
 
-    The prompt, the frames and the decoding are the evaluation's (config eval section, greedy), so a
-    benchmark question gets the answer its predictions file holds.
+    The prompt, the frames and the decoding are the checkpoint's evaluation settings (greedy), so a
+    benchmark question gets the answer its predictions file holds; --configfile takes them from config
+    files instead.
 
     \b
     veripo infer --model iter3/dpo/model --video data/bench/videos/b0000.mp4 \\
@@ -153,7 +168,7 @@ def infer(model: str, video: str | None, image: str | None, question: str, optio
     veripo infer --model iter3/dpo/model --image data/images/a0000.png --question "..." \\
         --options "A. red" --options "B. green"
     """
-    from veripo.config import load_config
+    from veripo.commands.checkpoint import checkpoint_job, config_job, layered_config
 
     if video and image:
         raise click.UsageError("give --video or --image, not both")
@@ -168,8 +183,12 @@ def infer(model: str, video: str | None, image: str | None, question: str, optio
             click.echo(f"error: --backend vllm: vllm does not import in this Python ({sys.executable}); run the "
                        "command with the vLLM venv's: .venv-vllm/bin/python -m veripo.commands infer ...", err=True)
             sys.exit(2)
-    config = load_config(config_path or default_config_path())
-    settings = infer_settings(config, media, temperature, max_new_tokens, backend, vllm_args)
+    if configfiles:
+        job, source = config_job(layered_config(configfiles)), " + ".join(configfiles)
+    else:
+        job, source = checkpoint_job(model)
+    click.echo(terminal_safe(f"settings: {source}"), err=True)
+    settings = infer_settings(job, media, temperature, max_new_tokens, backend, vllm_args)
     check_media(settings["media"])
     inp, gen = run(model, settings, question_with_options(question, options), answer_type, video, image, seed)
     if as_json:
@@ -177,7 +196,8 @@ def infer(model: str, video: str | None, image: str | None, question: str, optio
 
         click.echo(json.dumps({"reasoning": extract_think(gen.text), "answer": extract_answer(gen.text),
                                "output": gen.text, "num_tokens": gen.num_tokens, "truncated": gen.truncated,
-                               "prompt": inp.text, "settings": settings}, ensure_ascii=False))
+                               "prompt": inp.text, "settings": settings,
+                               "settings_from": source}, ensure_ascii=False))
         return
     if show_prompt:
         click.echo(terminal_safe(f"prompt:\n{inp.text}"))

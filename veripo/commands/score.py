@@ -21,17 +21,21 @@ from veripo.eval.benchmarks import BENCHMARKS
 def score(benchmark: str, predictions: str, output: str, questions: str | None) -> None:
     """Score a benchmark's predictions with VerIPO's rules, write the score JSON and print its table.
 
+    Predictions of another benchmark (their evaluation record <bench>.run.json beside them names another,
+    or their categories are not the benchmark's) are refused.
+
     \b
     veripo score --benchmark vsi_bench --predictions iter3/eval/vsi_bench.predictions.jsonl \\
         --questions data/bench/vsi_bench.json --output vsi_bench_score.json
     """
     from veripo.cli import terminal_safe
     from veripo.eval.score_table import format_table
-    from veripo.eval.scoring import read_predictions, score_predictions
+    from veripo.eval.scoring import check_predictions_benchmark, read_predictions, score_predictions
     from veripo.jsonio import write_json
 
     try:
         items = read_predictions(predictions, benchmark, questions)
+        check_predictions_benchmark(predictions, benchmark, items)
         result = score_predictions(benchmark, items)
     except ValueError as exc:
         raise click.ClickException(terminal_safe(str(exc))) from None

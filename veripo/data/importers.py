@@ -8,10 +8,15 @@ Formats:
             ``video`` or ``image``.
   csv       the same columns; ``options`` holds a JSON list or "|"-separated options.
 
-Every source record ends up either converted or rejected with a reason code and a message naming where
-it was (line or record number): nothing is dropped without a trace. A converted record's gold answer
-scores 1.0 under the GRPO accuracy reward when a completion gives it verbatim; a record where it would
-not is rejected, since it could only ever teach the policy noise.
+Filters (``data_types``, ``problem_types``, ``data_sources``) leave records out before they are converted,
+and ``max_records`` draws a seeded subsample of the converted ones. Every source record ends up converted,
+left out by a filter or the subsample (counted per filter), or rejected with a reason code and a message
+naming where it was (line or record number): nothing is dropped without a trace. A converted record's
+gold answer scores 1.0 under the GRPO accuracy reward when a completion gives it verbatim; a record where
+it would not is rejected, since it could only ever teach the policy noise.
+
+Video queries and the rest go to separate files (``routed``): VerIPO's reasoning-activation stage
+(iteration 0) trains on image and text queries, the video iterations on video ones.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import io
 import json
 import math
 import os
+import random
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -64,6 +70,17 @@ class ImportSpec(Section):
     allow_outside_media_root: bool = doc("accept media paths that lead out of the media root (an absolute path "
                                          "elsewhere, '..', a symlink out of it); false: such a record is "
                                          "rejected (outside_media_root)", default=False)
+    data_types: list[Literal["video", "image", "text"]] | None = doc(
+        "import only records of these kinds (video_r1: the record's data_type; jsonl/csv: video, image or text by "
+        "the medium it names); None: every kind", default=None)
+    problem_types: list[str] | None = doc("import only records whose problem_type field is one of these "
+                                          "(Video-R1's: multiple choice, numerical, regression, math); None: "
+                                          "any", default=None)
+    data_sources: list[str] | None = doc("import only records whose data_source field is one of these (Video-R1's "
+                                         "source datasets); None: any", default=None)
+    max_records: int | None = doc("keep at most this many of the converted queries, drawn at random (seed) and "
+                                  "written in source order; None: all", default=None)
+    seed: int = doc("seeds the draw of max_records", default=0)
 
 
 class Rejected(Exception):
@@ -186,6 +203,45 @@ def _read_csv(path: str) -> Iterator[tuple[str, dict | Rejected]]:
 FORMATS = {"video_r1": (_read_video_r1, "problem_id", _video_r1_fields),
            "jsonl": (_read_jsonl, "id", dict),
            "csv": (_read_csv, "id", dict)}
+
+
+# Selecting: filters on the source's fields, the subsample of the converted queries -----------------
+
+# a record's field each filter reads, and the ImportSpec key listing the values it keeps
+FILTERS = (("data_type", "data_types"), ("problem_type", "problem_types"), ("data_source", "data_sources"))
+
+
+def _data_type(item: dict, fmt: str) -> object:
+    if fmt == "video_r1":
+        return item.get("data_type")
+    # the plain formats have no data_type field: the medium a record names says it
+    return next((key for key in ("video", "image") if item.get(key) not in (None, "")), "text")
+
+
+def left_out_by(item: dict, spec: ImportSpec) -> str | None:
+    """The field whose filter leaves the source record ``item`` out, or None when every filter keeps it. A
+    record without the field is left out by a filter on it: it cannot be shown to match."""
+    values = {"data_type": _data_type(item, spec.format), "problem_type": item.get("problem_type"),
+              "data_source": item.get("data_source")}
+    for field_name, key in FILTERS:
+        allowed = getattr(spec, key)
+        if allowed is not None and values[field_name] not in allowed:
+            return field_name
+    return None
+
+
+def subsample(queries: list[dict], spec: ImportSpec) -> list[dict]:
+    """At most ``spec.max_records`` of ``queries``, drawn with ``spec.seed``, in their source order."""
+    if spec.max_records is None or len(queries) <= spec.max_records:
+        return queries
+    keep = sorted(random.Random(spec.seed).sample(range(len(queries)), spec.max_records))
+    return [queries[i] for i in keep]
+
+
+def routed(queries: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(video queries, image and text queries): the second are the reasoning-activation set's."""
+    video = [q for q in queries if "video" in q]
+    return video, [q for q in queries if "video" not in q]
 
 
 # Converting the plain fields into a training query ------------------------------------------------
@@ -364,6 +420,7 @@ def import_queries(spec: ImportSpec, name: str, out_path: str,
     out_dir = os.path.dirname(out_path)
     queries: list[dict] = []
     rejected: list[dict] = []
+    left_out: Counter = Counter()
     first_seen: dict = {}
     read, id_key, plain_fields = FORMATS[spec.format]
     for where, item in read(spec.source):
@@ -372,6 +429,10 @@ def import_queries(spec: ImportSpec, name: str, out_path: str,
         try:
             if isinstance(item, Rejected):
                 raise item
+            field_name = left_out_by(item, spec)
+            if field_name is not None:
+                left_out[field_name] += 1
+                continue
             query_id = _source_id(item.get(id_key), f"{name}-{number}")
             if query_id in first_seen:
                 raise Rejected("duplicate_id", f"duplicate id {query_id!r} (first at {first_seen[query_id]})")
@@ -381,10 +442,18 @@ def import_queries(spec: ImportSpec, name: str, out_path: str,
             continue
         first_seen[query_id] = where
         queries.append(query)
+    converted = len(queries)
+    queries = subsample(queries, spec)
     media = Counter(next((k for k in ("video", "image") if k in q), "none") for q in queries)
+    video, activation = routed(queries)
     stats = {
         "name": name, "source": spec.source, "format": spec.format,
-        "records": len(queries) + len(rejected), "converted": len(queries), "rejected": len(rejected),
+        "records": converted + len(rejected) + sum(left_out.values()),
+        "converted": len(queries), "rejected": len(rejected),
+        "left_out": {field_name: left_out[field_name] for field_name, key in FILTERS
+                     if getattr(spec, key) is not None},
+        "subsampled_out": converted - len(queries),
+        "video_queries": len(video), "activation_queries": len(activation),
         "answer_types": dict(Counter(q["answer_type"] for q in queries)),
         "media": dict(media),
         "rejections": dict(Counter(r["reason"] for r in rejected).most_common()),
@@ -392,10 +461,17 @@ def import_queries(spec: ImportSpec, name: str, out_path: str,
     return ImportResult(queries, rejected, stats)
 
 
-def summary(result: ImportResult, out_path: str, rejected_path: str) -> str:
+def summary(result: ImportResult, out_path: str, rejected_path: str, activation_path: str) -> str:
     """A few lines for the terminal: what came in, what went out, why the rest did not."""
     s = result.stats
-    lines = [f"{s['name']}: {s['converted']} of {s['records']} records of {s['source']} imported into {out_path}"]
+    lines = [f"{s['name']}: {s['converted']} of {s['records']} records of {s['source']} imported: "
+             f"{s['video_queries']} video queries into {out_path}, {s['activation_queries']} image/text queries "
+             f"into {activation_path}"]
+    selected = [f"{n} by {field_name}" for field_name, n in s["left_out"].items()]
+    if s["subsampled_out"]:
+        selected.append(f"{s['subsampled_out']} by max_records")
+    if selected:
+        lines.append(f"  left out: {', '.join(selected)}")
     if s["rejected"]:
         reasons = ", ".join(f"{reason} {n}" for reason, n in s["rejections"].items())
         lines.append(f"  {s['rejected']} rejected ({reasons}), each listed in {rejected_path}; for example:")

@@ -177,6 +177,21 @@ def category_for(name: str, record: dict) -> str | None:
     return None
 
 
+def category_fits(name: str, category: str | None) -> bool:
+    """Whether a question of benchmark ``name`` can have ``category`` under ``category_for``'s rules."""
+    if name == "vsi_bench":
+        return category in (set(VSI_CATEGORIES) - {"object_rel_direction"}) | set(VSI_REL_DIRECTION_PARTS)
+    if name == "video_mme":
+        return category in ("short", "medium", "long")
+    if name == "tomato":
+        return category in _TOMATO_CATEGORIES
+    if name == "mmvu":
+        return bool(category)
+    if name == "lvbench":
+        return category is None
+    return True  # video_mmmu: the record's own category, any or none
+
+
 def _vsi_category(record: dict) -> str:
     question = record["question"]
     for prefix, category in _VSI_PREFIX_RULES:

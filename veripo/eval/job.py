@@ -10,6 +10,7 @@ from typing import Callable
 from veripo.eval.backends import hf as eval_backends
 
 from veripo.eval import predictions as evaluate
+from veripo import run_settings
 
 from veripo.media import checks as media_check
 from veripo.eval.benchmarks import load_benchmark
@@ -44,10 +45,12 @@ def run_generation(model_path: str, benchmark: str, questions: str, video_root: 
     os.makedirs(os.path.dirname(partial) or ".", exist_ok=True)
     # the questions and their media by content: what was answered must be what is asked now
     media = sha256_files_cached([os.path.join(video_root, q["video_path"]) for q in todo])
-    fingerprint = {"checkpoint": model_path, "weights": evaluate.file_stamp(model_path), "questions": questions,
-                   "question_file": sha256_file(questions), "media_files": media, "video_root": video_root,
-                   "media": settings["media"], "prompts": settings["prompts"], "dtype": settings["dtype"],
-                   "backend": backend_name, **{k: gen[k] for k in SAMPLING}}
+    # less the run settings (the frame cache: veripo/run_settings.py), which change no prediction
+    fingerprint, _ = run_settings.split({
+        "checkpoint": model_path, "weights": evaluate.file_stamp(model_path), "questions": questions,
+        "question_file": sha256_file(questions), "media_files": media, "video_root": video_root,
+        "media": settings["media"], "prompts": settings["prompts"], "dtype": settings["dtype"],
+        "backend": backend_name, **{k: gen[k] for k in SAMPLING}})
     if evaluate.resume_or_reset(partial, fingerprint):
         log.info("resuming %s: same checkpoint, question file and %d media files (sha256), settings", partial,
                  len(media))

@@ -16,6 +16,7 @@ from veripo.eval import bootstrap
 from veripo.eval.benchmarks import (
     VSI_CATEGORIES,
     VSI_REL_DIRECTION_PARTS,
+    category_fits,
     check_benchmark,
     load_benchmark,
     normalize_record,
@@ -109,6 +110,26 @@ def read_predictions(
     if questions is not None:
         _check_against_questions(path, located, questions, questions_path, set(skipped))
     return [item for _, item in located]
+
+
+def check_predictions_benchmark(path: str | os.PathLike, benchmark: str, items: list[dict]) -> None:
+    """InputError naming ``path`` when its predictions are another benchmark's: the evaluation record beside
+    it (``<bench>.run.json``) names another, or a category is one ``benchmark``'s questions cannot have.
+    Scoring them anyway would give a number for the wrong benchmark, silently."""
+    record_path = str(path).removesuffix(".predictions.jsonl") + ".run.json"
+    if str(path).endswith(".predictions.jsonl") and os.path.isfile(record_path):
+        record = read_json(record_path)
+        found = record.get("benchmark") if isinstance(record, dict) else None
+        if found not in (None, benchmark):
+            raise InputError(path, f"predictions of {found} ({record_path} says so), not of {benchmark}")
+    foreign = sorted({str(item["category"]) for item in items if not category_fits(benchmark, item["category"])})
+    if foreign:
+        # the benchmarks with a closed category list that has every category found
+        fitting = [name for name in ("vsi_bench", "video_mme", "tomato", "lvbench") if name != benchmark
+                   and all(category_fits(name, item["category"]) for item in items)]
+        but = f" but {' or '.join(fitting)}'s" if fitting else ""
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise InputError(path, f"categories {shown} are not {benchmark}'s{but}: predictions of another benchmark")
 
 
 def _read_our_format(path: str | os.PathLike) -> list[tuple[str, dict]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from veripo.errors import InputError
 from veripo.jsonio import read_json, read_jsonl
+from veripo.verify.judges.verdicts import VERDICTS
 
 GRPO_SERIES = ("reward/accuracy", "reward/format", "response_length", "loss", "kl", "clip_frac")
 # Logged by stages whose rollouts vLLM sampled (absent with the HF sampler): |vLLM's - the trainer's
@@ -58,11 +59,12 @@ def _series(rows: list[dict], names: tuple[str, ...], path: object) -> dict[str,
     return out
 
 
-def grpo_curves(path: str | os.PathLike) -> dict:
+def grpo_curves(path: str | os.PathLike, settings_path: str | os.PathLike) -> dict:
     """One GRPO stage's metrics per optimiser step: rewards (those of the round's rollouts, the same for
     every step of a round), mean response length (tokens), loss, KL and the share of clipped tokens; and,
     when vLLM sampled the rollouts, the mean and largest log-prob gap of the round's sampled tokens
-    (GRPO_GAP_SERIES: then on every row, else on none)."""
+    (GRPO_GAP_SERIES: then on every row, else on none). ``format_weight``, from the job's settings.json,
+    is the largest format reward: the figure gives it its own axis, as accuracy's largest is 1."""
     rows = read_jsonl(path)
     if not rows:
         raise InputError(path, "no steps logged")
@@ -71,28 +73,57 @@ def grpo_curves(path: str | os.PathLike) -> dict:
            **_series(rows, GRPO_SERIES + (GRPO_GAP_SERIES if with_gap else ()), path)}
     out["rounds"] = len({r.get("round") for r in rows})
     out["stage"] = str(rows[0].get("stage", "?"))
+    settings = read_json(settings_path)
+    out["format_weight"] = _number(_field(settings, "config.grpo.format_weight", settings_path), settings_path,
+                                   "config.grpo.format_weight")
     return out
+
+
+# Measured on the held-out pairs both before DPO (the GRPO model) and after, so that the figure sets
+# each beside itself: chosen-minus-rejected log-prob gap (summed, per token) and the share of pairs whose
+# gap is positive.
+HELDOUT_BOTH = ("chosen_preferred", "logp_gap", "logp_gap_per_token")
+# Measured after only: DPO's margin is the gap's change in training (after minus before), 0 before by
+# definition, so its share > 0 says how many pairs moved towards chosen, not how many prefer it.
+HELDOUT_CHANGE = ("margin", "positive_margin_share")
 
 
 def dpo_curves(metrics_path: str | os.PathLike, heldout_path: str | os.PathLike) -> dict:
     """One DPO stage's loss, mean margin and share of positive margins per step, and its held-out pairs
-    before and after; no steps when the stage was skipped (too few pairs)."""
+    before and after (HELDOUT_BOTH) with the change DPO made (HELDOUT_CHANGE); no steps when the stage
+    was skipped (too few pairs)."""
     rows = read_jsonl(metrics_path)
     out = _series(rows, ("step", *DPO_SERIES), metrics_path)
     heldout = read_json(heldout_path)
     n = int(_number(_field(heldout, "pairs", heldout_path), heldout_path, "pairs"))
     out["heldout"] = {"pairs": n}
     if n:
-        for when, keys in (("before", ("chosen_preferred", "logp_gap_per_token")),
-                           ("after", ("chosen_preferred", "logp_gap_per_token", "margin", "positive_margin_share"))):
-            out["heldout"][when] = {k: _number(_field(heldout, f"{when}.{k}", heldout_path), heldout_path,
-                                               f"{when}.{k}") for k in keys}
+        for when, keys in (("before", HELDOUT_BOTH), ("after", HELDOUT_BOTH), ("change", HELDOUT_CHANGE)):
+            source = "after" if when == "change" else when
+            out["heldout"][when] = {k: _number(_field(heldout, f"{source}.{k}", heldout_path), heldout_path,
+                                               f"{source}.{k}") for k in keys}
     return out
+
+
+def _verdict_shares(obj: dict, field: str, n: float, rate: float, path: object) -> dict[str, float]:
+    """{verdict: % of the ``n`` judged} of the verdict counts at ``field`` (every one of VERDICTS),
+    checked against the file's own total and inconsistency ``rate`` (%; to 0.01, the precision
+    stats.json keeps), so that no plotted share is a default or disagrees with the rate beside it."""
+    counts = {v: _number(_field(obj, f"{field}.{v}", path), path, f"{field}.{v}") for v in VERDICTS}
+    if sum(counts.values()) != n:
+        raise InputError(path, f"the verdicts sum to {sum(counts.values()):g}, not to the {n:g} judged", field=field)
+    shares = {v: 100.0 * c / n if n else 0.0 for v, c in counts.items()}
+    if abs(shares["INCONSISTENT"] - rate) > 0.01:
+        raise InputError(path, f"the inconsistency rate {rate:g}% is not INCONSISTENT's share "
+                               f"{shares['INCONSISTENT']:g}%", field=field)
+    return shares
 
 
 def verifier_table(paths: dict[str, str]) -> dict[int, dict]:
     """Per iteration: rollouts judged, the percentage of them failing each check (VERDICT_REASONS),
-    the percentage clean, and the judge's inconsistency rate (%)."""
+    the percentage clean, the judge's inconsistency rate (%) and every verdict's share (%: UNKNOWN,
+    no conclusion found, and UNPARSABLE, a judge reply without a verdict, are neither consistent nor
+    inconsistent), and the judges that decided."""
     out = {}
     for k, path in sorted(paths.items(), key=lambda kv: int(kv[0])):
         stats = read_json(path)
@@ -102,10 +133,13 @@ def verifier_table(paths: dict[str, str]) -> dict[int, dict]:
         reasons = {label: 100.0 * _number(_field(stats, f"checks.{check}.{key}", path), path,
                                           f"checks.{check}.{key}") / n
                    for label, check, key in VERDICT_REASONS}
+        rate = 100.0 * _number(_field(stats, "inconsistency_rate", path), path, "inconsistency_rate")
+        judges = stats.get("judges")
         out[int(k)] = {"rollouts": int(n), "reasons": reasons,
                        "clean": 100.0 * _number(_field(stats, "clean", path), path, "clean") / n,
-                       "inconsistency": 100.0 * _number(_field(stats, "inconsistency_rate", path), path,
-                                                        "inconsistency_rate")}
+                       "inconsistency": rate,
+                       "verdicts": _verdict_shares(stats, "checks.consistency", n, rate, path),
+                       "judges": sorted(judges) if isinstance(judges, dict) else []}
     return out
 
 
@@ -129,8 +163,8 @@ def pair_table(paths: dict[str, str]) -> dict[int, dict]:
 
 def score_table(rows: list[dict]) -> list[dict]:
     """One benchmark's scores along the chain: per stage (``rows`` of the manifest: label, kind, path)
-    the overall score, VSI-Bench's official overall when present, the categories and the inconsistency
-    rate of the answers (all in %)."""
+    the overall score, VSI-Bench's official overall when present, the categories, the inconsistency
+    rate of the answers and the share of each of the judge's verdicts (all in %), and the judge."""
     out = []
     for row in rows:
         path = row["path"]
@@ -139,13 +173,16 @@ def score_table(rows: list[dict]) -> list[dict]:
         if not isinstance(categories, dict):
             raise InputError(path, "expected an object", field="categories")
         official = score.get("official_overall")
+        n = int(_number(_field(score, "n", path), path, "n"))
+        rate = _number(_field(score, "inconsistency.rate", path), path, "inconsistency.rate")
         out.append({
-            "label": row["label"], "kind": row["kind"],
-            "n": int(_number(_field(score, "n", path), path, "n")),
+            "label": row["label"], "kind": row["kind"], "n": n,
             "overall": _number(_field(score, "overall", path), path, "overall"),
             "official_overall": None if official is None else _number(official, path, "official_overall"),
             "categories": {c: _number(v, path, f"categories.{c}") for c, v in categories.items()},
-            "inconsistency": _number(_field(score, "inconsistency.rate", path), path, "inconsistency.rate"),
+            "inconsistency": rate,
+            "verdicts": _verdict_shares(score, "inconsistency.counts", n, rate, path),
+            "judge": str(_field(score, "inconsistency.judge", path)),
         })
     return out
 
@@ -179,7 +216,7 @@ def wall_times(benchmarks_dir: str | os.PathLike) -> dict[str, dict[str, float]]
 def collect(manifest: dict, benchmarks_dir: str | os.PathLike) -> dict:
     """Every table of the report, from the manifest of veripo.report.plan."""
     return {
-        "grpo": {int(k): grpo_curves(p) for k, p in manifest["grpo"].items()},
+        "grpo": {int(k): grpo_curves(d["metrics"], d["settings"]) for k, d in manifest["grpo"].items()},
         "dpo": {int(k): dpo_curves(d["metrics"], d["heldout"]) for k, d in manifest["dpo"].items()},
         "verifier": verifier_table(manifest["verifier"]),
         "pairs": pair_table(manifest["pairs"]),

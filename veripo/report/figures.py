@@ -19,6 +19,8 @@ from veripo.report.collect import PAIR_KINDS, VERDICT_REASONS
 DPI = 110
 KIND_COLOURS = {"base": "0.55", "grpo": "tab:blue", "dpo": "tab:orange"}
 PAIR_COLOURS = {"consistency": "tab:purple", "penalty": "tab:red", "reflection": "tab:green"}
+ACCURACY_COLOUR, FORMAT_COLOUR = "tab:green", "tab:blue"
+HELDOUT_COLOURS = ("0.6", "tab:orange")  # before (the GRPO model), after (the DPO model)
 
 
 def _iteration_colour(k: int) -> str:
@@ -71,13 +73,7 @@ def grpo_figure(k: int, curves: dict) -> Figure:
         axes[1, 2].remove()
         axes = axes[:, :2]
         _gap_panel(right, steps, curves)
-    ax = axes[0, 0]
-    _curve(ax, steps, curves["reward/accuracy"], "tab:green", "accuracy")
-    _curve(ax, steps, curves["reward/format"], "tab:blue", "format")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_title("mean reward of the round's rollouts")
-    ax.set_ylabel("reward")
-    ax.legend(loc="best", fontsize=8)
+    _reward_panel(axes[0, 0], steps, curves)
     ax = axes[0, 1]
     _curve(ax, steps, curves["response_length"], "tab:purple")
     ax.set_title("mean response length")
@@ -105,6 +101,27 @@ def grpo_figure(k: int, curves: dict) -> Figure:
     return fig
 
 
+def _reward_panel(ax, steps: list, curves: dict) -> None:
+    """Accuracy reward (0 to 1) on the left axis, format reward on its own right axis from 0 to its
+    maximum (grpo.format_weight, 0.5 by default): on one 0-1 axis a format reward at its maximum would
+    read as half the rollouts malformed. Both tops are level, so each curve at the top is at its best."""
+    _curve(ax, steps, curves["reward/accuracy"], ACCURACY_COLOUR, "accuracy (left axis, max 1)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel("accuracy reward", color=ACCURACY_COLOUR)
+    ax.tick_params(axis="y", colors=ACCURACY_COLOUR)
+    weight = curves["format_weight"]
+    right = ax.twinx()
+    _curve(right, steps, curves["reward/format"], FORMAT_COLOUR, f"format (right axis, max {weight:g})")
+    top = weight if weight > 0 else 1.0  # a weight of 0 pays nothing: the curve lies at 0
+    right.set_ylim(-0.05 * top, 1.05 * top)
+    right.set_ylabel(f"format reward (max {weight:g})", color=FORMAT_COLOUR)
+    right.tick_params(axis="y", colors=FORMAT_COLOUR)
+    ax.set_title("mean reward of the round's rollouts")
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    # the lines' own labels, so the legend names each axis' top as drawn
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+
+
 def _gap_panel(ax, steps: list, curves: dict) -> None:
     """The round's mean and largest |vLLM's - the trainer's log-prob| of the sampled tokens, on a log
     scale when every value is above 0 (fp32 gaps: 1e-5 mean, 1e-4 largest; a stale engine's: nats)."""
@@ -120,14 +137,16 @@ def _gap_panel(ax, steps: list, curves: dict) -> None:
 
 
 def dpo_figure(k: int, curves: dict) -> Figure:
-    fig = Figure(figsize=(10, 6.5), layout="constrained")
-    axes = fig.subplots(2, 2)
+    """Top: training, per step. Bottom: the held-out pairs, each quantity before DPO beside the same
+    quantity after, so that no bar measured after only stands next to a before/after pair."""
+    fig = Figure(figsize=(14, 7), layout="constrained")
+    axes = fig.subplots(2, 3)
     steps = curves["step"]
     panels = [(axes[0, 0], "loss", "DPO loss", "tab:red"), (axes[0, 1], "margin", "mean margin (chosen over rejected)",
                                                              "tab:blue"),
-              (axes[1, 0], "positive_margin_share", "share of pairs with a positive margin", "tab:green")]
+              (axes[0, 2], "positive_margin_share", "share of pairs with a positive margin", "tab:green")]
     for ax, key, title, colour in panels:
-        ax.set_title(title)
+        ax.set_title(f"training pairs: {title}", fontsize=10)
         if not steps:
             _note(ax, "no DPO step: the stage was skipped (too few pairs)")
             continue
@@ -137,35 +156,47 @@ def dpo_figure(k: int, curves: dict) -> Figure:
         axes[0, 0].axhline(math.log(2), color="0.6", linewidth=0.8, linestyle="--", label="ln 2 (margin 0)")
         axes[0, 0].legend(loc="best", fontsize=8)
         axes[0, 1].axhline(0, color="0.6", linewidth=0.8)
-        axes[1, 0].set_ylim(-0.05, 1.05)
-    _heldout_panel(axes[1, 1], curves["heldout"])
+        axes[0, 2].set_ylim(-0.05, 1.05)
+    _heldout_panels(axes[1], curves["heldout"])
     fig.suptitle(f"DPO, iteration {k}: {len(steps)} steps")
     return fig
 
 
-def _heldout_panel(ax, heldout: dict) -> None:
-    ax.set_title(f"held-out pairs ({heldout['pairs']}): before vs after DPO")
-    if not heldout["pairs"]:
-        _note(ax, "no held-out pairs")
-        return
-    before, after = heldout["before"], heldout["after"]
-    labels = ["chosen more likely\nthan rejected", "DPO margin > 0"]
-    xs = [0, 1]
-    ax.bar([-0.2], [before["chosen_preferred"]], width=0.4, color="0.6", label="before (GRPO model)")
-    ax.bar([0.2, 1], [after["chosen_preferred"], after["positive_margin_share"]], width=0.4,
-           color="tab:orange", label="after (DPO model)")
-    for x, v in ((-0.2, before["chosen_preferred"]), (0.2, after["chosen_preferred"]),
-                 (1, after["positive_margin_share"])):
-        ax.text(x, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
-    ax.set_xticks(xs, labels, fontsize=8)
-    # headroom above the bars (at most 1) for the legend and the numbers
-    ax.set_ylim(0, 1.45)
-    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    ax.set_ylabel("share of held-out pairs")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.text(0.02, 0.97, f"mean margin {after['margin']:+.2f}\nper-token log-prob gap\n"
-                        f"{before['logp_gap_per_token']:+.3f} -> {after['logp_gap_per_token']:+.3f}",
-            transform=ax.transAxes, va="top", fontsize=8)
+# The held-out panels: (key in heldout.json's before/after, title, y label, share: drawn on 0-1).
+HELDOUT_PANELS = (
+    ("chosen_preferred", "chosen more likely", "share of pairs: log p(chosen) > log p(rejected)", True),
+    ("logp_gap_per_token", "gap per token", "log p(chosen) - log p(rejected), nats/token", False),
+    ("logp_gap", "gap, summed", "log p(chosen) - log p(rejected), nats", False),
+)
+
+
+def _heldout_panels(axes, heldout: dict) -> None:
+    """One panel per quantity of HELDOUT_PANELS: before (the GRPO model) and after (the DPO model) side
+    by side. DPO's margin is the summed gap's change (after minus before), so its share > 0 is written
+    on the summed panel as what it is: how many pairs moved towards chosen."""
+    n = heldout["pairs"]
+    for ax, (key, title, ylabel, share) in zip(axes, HELDOUT_PANELS):
+        ax.set_title(f"held-out pairs ({n}), before vs after: {title}", fontsize=10)
+        if not n:
+            _note(ax, "no held-out pairs")
+            continue
+        values = [heldout["before"][key], heldout["after"][key]]
+        bars = ax.bar(["before DPO\n(GRPO model)", "after DPO\n(DPO model)"], values, width=0.6,
+                      color=HELDOUT_COLOURS)
+        ax.bar_label(bars, fmt="%.2f" if share else "%+.2f", fontsize=8, padding=2)
+        ax.set_ylabel(ylabel)
+        if share:
+            ax.set_ylim(0, 1.1)
+        else:
+            ax.axhline(0, color="0.6", linewidth=0.8)
+            low, high = min(values + [0.0]), max(values + [0.0])
+            pad = 0.15 * (high - low or 1.0)  # room for the value labels outside the bars
+            ax.set_ylim(low - pad, high + pad)
+    if n:
+        change = heldout["change"]
+        # under the axis, where no bar (negative gaps reach down) can hide it
+        axes[2].set_xlabel(f"DPO margin = after - before, per pair: mean {change['margin']:+.2f};\n"
+                           f"> 0 (the gap grew) on {change['positive_margin_share']:.0%} of the pairs", fontsize=8)
 
 
 def verifier_figure(table: dict[int, dict]) -> Figure:
@@ -224,30 +255,65 @@ def pairs_figure(table: dict[int, dict]) -> Figure:
     return fig
 
 
+# Every verdict of a consistency judge, bottom to top of a stacked bar: the rate the caption names
+# first, then the verdicts that are neither consistent nor inconsistent (the rate counts them in its
+# denominator, so a low rate with many of them says little), then consistent.
+VERDICT_BARS = (("INCONSISTENT", "inconsistent", "tab:red"),
+                ("UNKNOWN", "UNKNOWN: no conclusion or no answer found", "0.65"),
+                ("UNPARSABLE", "UNPARSABLE: judge named no verdict", "0.4"),
+                ("CONSISTENT", "consistent", "#c7e9c0"))
+
+
+def _verdict_bars(ax, xs: list[float], rows: list[dict], width: float, hatch: str | None = None,
+                  labelled: bool = True) -> None:
+    """Stacked bars of each row's verdict shares (%), the inconsistent share written on its bar."""
+    bottom = [0.0] * len(rows)
+    for verdict, label, colour in VERDICT_BARS:
+        values = [r["verdicts"][verdict] for r in rows]
+        bars = ax.bar(xs, values, width=width, bottom=bottom, color=colour, hatch=hatch, edgecolor="white",
+                      linewidth=0.5, label=label if labelled else None)
+        if verdict == "INCONSISTENT":
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, label_type="edge", padding=1)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% of the responses judged")
+
+
+def _judged_by(judges: set[str]) -> str:
+    """What the judge compares, named on the figure: the rule judge reads only the reasoning's last
+    "answer is X", so a conclusion that contradicts the reasoning before it ("I count 3 squares. So
+    the answer is 2") and an answer that repeats that conclusion are consistent to it."""
+    if judges == {"rule"}:
+        return "rule judge: the reasoning's last \"answer is X\" vs <answer>"
+    return f"judge: {', '.join(sorted(judges)) or '?'}"
+
+
 def inconsistency_figure(verifier: dict[int, dict], scores: dict[str, list[dict]]) -> Figure:
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
-    left, right = fig.subplots(1, 2, width_ratios=[1, 2])
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[1, 2.2])
     iters = sorted(verifier)
-    bars = left.bar([f"iter{k}" for k in iters], [verifier[k]["inconsistency"] for k in iters],
-                    color=[_iteration_colour(k) for k in iters])
-    left.bar_label(bars, fmt="%.1f", fontsize=8)
-    left.set_ylim(0, max([verifier[k]["inconsistency"] for k in iters] + [1]) * 1.2)
-    left.set_title("GRPO rollouts (training, sampled)")
-    left.set_ylabel("% inconsistent")
-    top = 1.0
-    for i, (bench, rows) in enumerate(scores.items()):
-        xs = list(range(len(rows)))
-        values = [r["inconsistency"] for r in rows]
-        top = max(top, *values)
-        right.plot(xs, values, marker="o", color=f"C{i}", label=bench)
-        for x, v in zip(xs, values):
-            right.annotate(f"{v:.1f}", (x, v), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
-        right.set_xticks(xs, [r["label"] for r in rows], rotation=30, ha="right")
-    right.set_ylim(0, top * 1.2)
-    right.set_title("benchmark answers (evaluation, greedy)")
-    right.set_ylabel("% inconsistent")
-    right.legend(loc="best", fontsize=8)
-    fig.suptitle("Inconsistency: the final answer is not the one the reasoning reaches")
+    _verdict_bars(left, list(range(len(iters))), [verifier[k] for k in iters], width=0.6)
+    left.set_xticks(range(len(iters)), [f"iter{k}\n({verifier[k]['rollouts']})" for k in iters])
+    left.set_title("GRPO rollouts (training, sampled)", fontsize=10)
+    benches = list(scores)
+    width = 0.8 / max(1, len(benches))
+    hatches = [None, "//", "..", "xx", "\\\\", "++"]
+    rows0 = scores[benches[0]] if benches else []
+    for i, bench in enumerate(benches):
+        rows = scores[bench]
+        xs = [j + (i - (len(benches) - 1) / 2) * width for j in range(len(rows))]
+        _verdict_bars(right, xs, rows, width=width * 0.95, hatch=hatches[i % len(hatches)], labelled=False)
+    right.set_xticks(range(len(rows0)), [r["label"] for r in rows0], rotation=30, ha="right")
+    names = ", ".join(f"{b} ({scores[b][0]['n']} questions)" for b in benches)
+    right.set_title(f"benchmark answers (evaluation, greedy): {names}", fontsize=10)
+    if len(benches) > 1:  # side by side per checkpoint, told apart by hatching
+        right.legend(handles=[Patch(facecolor="white", edgecolor="0.3", hatch=hatches[i % len(hatches)], label=b)
+                              for i, b in enumerate(benches)], loc="upper right", fontsize=8)
+    handles = left.get_legend_handles_labels()
+    fig.legend(*handles, loc="outside lower center", ncols=len(VERDICT_BARS), fontsize=8)
+    judges = {j for k in iters for j in verifier[k]["judges"]} | {r["judge"] for rows in scores.values() for r in rows}
+    fig.suptitle(f"Consistency of reasoning and answer ({_judged_by(judges)}); "
+                 "red, with its %: inconsistent")
     return fig
 
 

@@ -46,7 +46,9 @@ def manifest(iterations: int, benchmarks: list[str], eval_grpo: bool) -> dict:
     """Every artifact the figures read, by what it is; keys of iterations are strings (JSON)."""
     video = range(1, iterations + 1)
     return {
-        "grpo": {str(k): f"iter{k}/grpo/metrics.jsonl" for k in range(iterations + 1)},
+        # settings.json: the stage's grpo section, whose format_weight is the format reward's top
+        "grpo": {str(k): {"metrics": f"iter{k}/grpo/metrics.jsonl", "settings": f"iter{k}/grpo/settings.json"}
+                 for k in range(iterations + 1)},
         "dpo": {str(k): {"metrics": f"iter{k}/dpo/metrics.jsonl", "heldout": f"iter{k}/dpo/heldout.json"}
                 for k in video},
         "verifier": {str(k): f"iter{k}/verifier/stats.json" for k in video},
@@ -58,9 +60,10 @@ def manifest(iterations: int, benchmarks: list[str], eval_grpo: bool) -> dict:
 
 def manifest_paths(m: dict) -> dict[str, str]:
     """The manifest's files under unique names (a rule's named inputs)."""
-    out = {f"grpo_{k}": p for k, p in m["grpo"].items()}
-    for k, d in m["dpo"].items():
-        out.update({f"dpo_{k}_{what}": p for what, p in d.items()})
+    out = {}
+    for stage in ("grpo", "dpo"):
+        for k, d in m[stage].items():
+            out.update({f"{stage}_{k}_{what}": p for what, p in d.items()})
     out.update({f"verifier_{k}": p for k, p in m["verifier"].items()})
     out.update({f"pairs_{k}": p for k, p in m["pairs"].items()})
     for bench, rows in m["scores"].items():

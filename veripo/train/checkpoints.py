@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from veripo import run_settings
 from veripo.train import distributed
 from veripo.errors import DiskFullError, InputError
 from veripo.hashing import sha256_file, sha256_files_cached
@@ -31,9 +32,6 @@ from veripo.jsonio import atomic_path
 
 log = logging.getLogger(__name__)
 
-# Settings that decide how often state is saved or where ranks meet, not what is computed: a rerun
-# that changes them continues the same trajectory, so it may resume.
-NOT_IN_TRAJECTORY = frozenset({"checkpoint_every", "master_port"})
 SHOWN = 5  # changed media files named in a refusal
 _UNDECIDED = object()
 
@@ -94,11 +92,17 @@ def run_fingerprint(inputs: dict[str, str], settings: dict, media: dict[str, str
     training file changes what the rounds after a resume would see."""
     flat: dict = {}
 
+    # Run settings (how often state is saved, where ranks meet, memory knobs) are not what is computed: a
+    # rerun that changes them continues the same trajectory, so it may resume. The same list keeps them
+    # out of the rules' params, so Snakemake does not rerun for them either.
+    run_only = run_settings.not_in_result(settings)
+
     def walk(prefix: str, value) -> None:
+        if prefix in run_only:
+            return
         if isinstance(value, dict):
             for k, v in value.items():
-                if k not in NOT_IN_TRAJECTORY:
-                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
         else:
             flat[prefix] = value
 

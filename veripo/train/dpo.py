@@ -24,6 +24,7 @@ from veripo.train import distributed, memory_plan
 from veripo.train.checkpoints import (StepCheckpointer, frozen_vision, media_digests, run_fingerprint, save_checkpoint,
                                       save_model)
 from veripo.train.engine import TrainEngine, job_zero_config, to_device
+from veripo.train.tracking import Tracker, record
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +172,11 @@ def heldout_report(model, enc: PairEncoder, heldout: list[dict], ref: dict, chun
 
 
 def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, prompts: PromptSetup, run: RunContext,
-              heldout: list[dict] | None = None, checkpointer: StepCheckpointer | None = None, progress=None):
+              heldout: list[dict] | None = None, checkpointer: StepCheckpointer | None = None, progress=None,
+              tracker: Tracker | None = None):
     """Returns (engine, per-step metrics, held-out report). Each step's pairs are split across the
-    ranks; every rank scores all ``heldout`` pairs (a few), so ranks run the same forwards."""
+    ranks; every rank scores all ``heldout`` pairs (a few), so ranks run the same forwards. Each step's
+    metrics row goes to ``tracker`` as it is made."""
     d = run.dist or distributed.Dist(0, 1, 0)
     if cfg.freeze_vision:
         frozen_vision(model)
@@ -234,7 +237,7 @@ def train_dpo(model, processor, pairs: list[dict], cfg: DPOConfig, prompts: Prom
              "positive_margin_share": sum(x > 0 for x in margins) / len(margins), "grad_norm": grad_norm,
              "pairs": len(losses), "forwards_per_rank": n_forwards,
              "tokens_per_micro_batch": forward_tokens / max(1, sum(p["forwards"] for p in parts))}
-        state["metrics"].append(m)
+        record(state["metrics"], m, tracker)
         state["round"] = s + 1
         if d.main:
             log.info("dpo %s", m)
@@ -260,11 +263,11 @@ class DPOOutputs:
 
 
 def run_job(model_path: str, pairs_path: str, job: DPOJob, out: DPOOutputs, checkpoint_dir: str,
-            progress=None) -> tuple[dict, list[dict]]:
+            progress=None, tracker: Tracker | None = None) -> tuple[dict, list[dict]]:
     """The dpo_train job, as one process or as every rank of a torchrun job (rank 0 writes): DPO from
     ``model_path`` on the pairs at ``pairs_path``, resuming from ``checkpoint_dir`` when a step
-    checkpoint of this very run is there. No pairs: the entering model is saved unchanged. Returns
-    the held-out report and the per-step metrics."""
+    checkpoint of this very run is there. No pairs: the entering model is saved unchanged. Each step's
+    metrics also go to ``tracker`` as training goes. Returns the held-out report and the per-step metrics."""
     d = distributed.init(job.train.engine)
     distributed.announce(d)
     torch.manual_seed(job.dpo.seed)
@@ -293,7 +296,7 @@ def run_job(model_path: str, pairs_path: str, job: DPOJob, out: DPOOutputs, chec
             log.info("dpo: DeepSpeed ZeRO-%d (%s)", zero["stage"], zero.get("reason", zero["chosen_by"]))
         run = replace(RunContext.of(job, d, "dpo"), zero_config=zero_config)
         engine, metrics, report = train_dpo(model, processor, train, job.dpo, prompts, run, heldout,
-                                            checkpointer=ckpt, progress=progress)
+                                            checkpointer=ckpt, progress=progress, tracker=tracker)
         save_checkpoint(engine, processor, out.model, extra, d)
     else:
         log.info("no pairs: the DPO model is the GRPO model unchanged")

@@ -34,6 +34,7 @@ from veripo.stage_config import GRPOConfig, GRPOJob, PromptSetup, RunContext, wr
 from veripo.train import distributed, memory_plan
 from veripo.train.checkpoints import StepCheckpointer, frozen_vision, media_digests, run_fingerprint, save_checkpoint
 from veripo.train.engine import TrainEngine, job_zero_config, to_device
+from veripo.train.tracking import Tracker, record
 from veripo.model import backend, vllm_rollouts
 from veripo.model.rollouts import (Group, Sampling, group_advantages, rollout_rows, sample_group,  # noqa: F401
                                    sample_groups_vllm)
@@ -86,9 +87,11 @@ def plan_rounds(records: list[dict], cfg: GRPOConfig) -> list[Round]:
 
 
 def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, prompts: PromptSetup, run: RunContext,
-               on_rollouts, checkpointer: StepCheckpointer | None = None, progress=None, sampler=None):
+               on_rollouts, checkpointer: StepCheckpointer | None = None, progress=None, sampler=None,
+               tracker: Tracker | None = None):
     """Run GRPO over ``records`` for ``cfg.epochs``; ``on_rollouts(rows)`` receives every round's
-    rollouts (on rank 0). Returns (engine, per-step metrics); ``engine.module`` is the trained model.
+    rollouts (on rank 0), ``tracker`` each optimiser step's metrics row as it is made. Returns (engine,
+    per-step metrics); ``engine.module`` is the trained model.
     ``sampler``: a veripo.model.vllm_rollouts.VLLMRollouts to sample with instead of our HF sampler.
 
     With several ranks each samples and trains on its share of every round's queries; DeepSpeed
@@ -112,8 +115,10 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, prompts: 
         state = checkpointer.restore(engine, generator, state, d)
     bar = progress(total=len(rounds), initial=state["round"], desc=f"grpo {run.stage}") if progress and d.main else None
     for rnd in rounds[state["round"]:]:
-        metrics = _grpo_round(engine, ref, processor, rnd, cfg, prompts, run, generator, on_rollouts, sampler)
-        state["metrics"].extend(metrics)
+        steps_before = len(state["metrics"])
+        _grpo_round(engine, ref, processor, rnd, cfg, prompts, run, generator, on_rollouts,
+                    lambda row: record(state["metrics"], row, tracker), sampler)
+        metrics = state["metrics"][steps_before:]
         state["round"] = rnd.index + 1
         if checkpointer is not None and state["round"] % cfg.checkpoint_every == 0 and state["round"] < len(rounds):
             checkpointer.save(engine, generator, state, d)
@@ -126,7 +131,8 @@ def train_grpo(model, processor, records: list[dict], cfg: GRPOConfig, prompts: 
 
 
 def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: PromptSetup, run: RunContext,
-                generator: torch.Generator, on_rollouts, sampler=None) -> list[dict]:
+                generator: torch.Generator, on_rollouts, on_step, sampler=None) -> None:
+    """One round: sample, then train; ``on_step(row)`` receives each optimiser step's metrics row."""
     t0 = time.perf_counter()
     d = run.dist
     model = engine.module
@@ -188,7 +194,6 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
     fmts = [r["reward_format"] for r in all_rows]
     lengths = [r["num_tokens"] for r in all_rows]
     idle = next((mb for step in plan for mb in step), None)
-    metrics = []
     for s, batches in enumerate(plan):
         # Lockstep: every rank runs as many micro-batches as the busiest one (ZeRO reduces inside each
         # backward, ZeRO-3 gathers inside each forward); the extra ones weigh 0. Each sequence weighs
@@ -215,7 +220,7 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
         parts = distributed.gather(local)
         n = max(1, sum(p["n"] for p in parts))
         forwards = max(1, sum(p["forwards"] for p in parts))
-        metrics.append({
+        row = {
             "stage": run.stage, "iteration": run.iteration, "round": rnd.index, "step_in_round": s,
             "loss": sum(p["loss"] for p in parts) / n, "kl": sum(p["kl"] for p in parts) / n,
             "clip_frac": sum(p["clip_frac"] for p in parts) / n, "grad_norm": grad_norm,
@@ -224,10 +229,10 @@ def _grpo_round(engine, ref, processor, rnd: Round, cfg: GRPOConfig, prompts: Pr
             "reward/accuracy": sum(accs) / len(accs), "reward/format": sum(fmts) / len(fmts),
             "response_length": sum(lengths) / len(lengths),
             "seconds/sample": t_sample, "seconds/round": time.perf_counter() - t0, **gap,
-        })
+        }
+        on_step(row)
         if d.main:
-            log.info("grpo %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics[-1].items()})
-    return metrics
+            log.info("grpo %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
 
 
 def _gap(sampler_logprobs: torch.Tensor, mb: "MicroBatch", old: torch.Tensor) -> torch.Tensor:
@@ -381,10 +386,11 @@ class GRPOOutputs:
 
 
 def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration: int, out: GRPOOutputs,
-            checkpoint_dir: str, progress=None) -> list[dict]:
+            checkpoint_dir: str, progress=None, tracker: Tracker | None = None) -> list[dict]:
     """The grpo_train job, as one process or as every rank of a torchrun job (rank 0 writes): train
     from ``model_path`` on the queries at ``data_path``, resuming from ``checkpoint_dir`` when a step
-    checkpoint of this very run is there. Returns the per-step metrics."""
+    checkpoint of this very run is there; each step's metrics also go to ``tracker`` as training goes.
+    Returns the per-step metrics."""
     d = distributed.init(job.train.engine)
     distributed.announce(d)
     torch.manual_seed(job.grpo.seed)
@@ -427,7 +433,7 @@ def run_job(model_path: str, data_path: str, job: GRPOJob, stage: str, iteration
         sampler = vllm_rollouts.VLLMRollouts(model_path, job.dtype, prompts.media, job.grpo.engine_args(),
                                              sampling_seed(job.grpo.seed, stage, iteration, "engine"))
     engine, metrics = train_grpo(model, processor, records, job.grpo, prompts, run, rollout_log.append,
-                                 checkpointer=ckpt, progress=progress, sampler=sampler)
+                                 checkpointer=ckpt, progress=progress, sampler=sampler, tracker=tracker)
     save_checkpoint(engine, processor, out.model, {"stage": f"grpo_{stage}", "iteration": iteration,
                                                    "from": model_path, "data": data_path, "world_size": d.world}, d)
     if d.main:

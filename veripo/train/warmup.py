@@ -17,6 +17,7 @@ from veripo.jsonio import write_jsonl
 from veripo.model import batch_generate, policy
 from veripo.stage_config import PromptSetup, WarmupConfig, WarmupJob, write_settings
 from veripo.train.checkpoints import save_model
+from veripo.train.tracking import Tracker, record
 
 
 def trace_kind(rng: random.Random, mix: dict) -> str:
@@ -25,8 +26,9 @@ def trace_kind(rng: random.Random, mix: dict) -> str:
 
 
 def train_warmup(model, processor, records: list[dict], cfg: WarmupConfig, prompts: PromptSetup,
-                 progress=None) -> list[dict]:
-    """``cfg.steps`` AdamW steps of completion-only NLL; a fresh trace per example per visit."""
+                 progress=None, tracker: Tracker | None = None) -> list[dict]:
+    """``cfg.steps`` AdamW steps of completion-only NLL; a fresh trace per example per visit. Each step's
+    metrics row goes to ``tracker`` as it is made."""
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     encoded: dict = {}
@@ -49,7 +51,7 @@ def train_warmup(model, processor, records: list[dict], cfg: WarmupConfig, promp
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        metrics.append({"step": step, "loss": loss.item()})
+        record(metrics, {"step": step, "loss": loss.item()}, tracker)
         if bar:
             bar.update(1)
             bar.set_postfix(loss=f"{metrics[-1]['loss']:.3f}")
@@ -67,14 +69,16 @@ class WarmupOutputs:
     settings: str  # the job's effective settings (JSON)
 
 
-def run_job(model_path: str, data_path: str, job: WarmupJob, out: WarmupOutputs, progress=None) -> list[dict]:
-    """The base_warmup job (one process): warm up ``model_path`` on the queries at ``data_path``."""
+def run_job(model_path: str, data_path: str, job: WarmupJob, out: WarmupOutputs, progress=None,
+            tracker: Tracker | None = None) -> list[dict]:
+    """The base_warmup job (one process): warm up ``model_path`` on the queries at ``data_path``; each
+    step's metrics also go to ``tracker`` as training goes."""
     torch.manual_seed(job.warmup.seed)
     prompts = PromptSetup.of(job)
     records = queries.load_queries(data_path, max_question_chars=job.max_question_chars)
     model, processor = policy.load_policy(model_path, job.dtype, job.attn_implementation)
     policy.configure_processor(processor, prompts.media)
-    metrics = train_warmup(model, processor, records, job.warmup, prompts, progress=progress)
+    metrics = train_warmup(model, processor, records, job.warmup, prompts, progress=progress, tracker=tracker)
     save_model(model, processor, out.model, {"stage": "warmup", "from": model_path, "steps": job.warmup.steps})
     write_jsonl(out.metrics, metrics)
     write_settings(out.settings, job, {"model": model_path, "data": data_path}, world_size=1)
