@@ -7,14 +7,14 @@ rule grpo_train:
         model=get_grpo_start_input,
         data=get_grpo_queries,
     output:
-        model=directory("iter{iter}/grpo/model"),
-        rollouts="iter{iter}/grpo/rollouts.jsonl",
-        metrics="iter{iter}/grpo/metrics.jsonl",
-        settings="iter{iter}/grpo/settings.json",
+        model=directory("{run}iter{iter}/grpo/model"),
+        rollouts="{run}iter{iter}/grpo/rollouts.jsonl",
+        metrics="{run}iter{iter}/grpo/metrics.jsonl",
+        settings="{run}iter{iter}/grpo/settings.json",
     log:
-        "logs/grpo_train/iter{iter}.log",
+        "logs/grpo_train/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/grpo_train/iter{iter}.tsv"
+        "logs/benchmarks/grpo_train/{run}iter{iter}.tsv"
     conda:
         conda_env("grpo_train", "train")
     threads: rule_threads("grpo_train")
@@ -24,7 +24,7 @@ rule grpo_train:
         start=get_grpo_start_model,
         cfg=get_grpo_config,
         stage=get_grpo_stage_name,
-        ckpt="checkpoints/iter{iter}/grpo",
+        ckpt="checkpoints/{run}iter{iter}/grpo",
         cmd=launcher("grpo_train"),
     shell:
         "VERIPO_MEM_MB={resources.mem_mb} {params.cmd:q} --model {params.start:q} --data {input.data:q} "
@@ -38,20 +38,20 @@ rule grpo_train:
 rule curriculum_filter:
     input:
         data=get_grpo_queries,
-        rollouts="iter{iter}/grpo/rollouts.jsonl",
+        rollouts="{run}iter{iter}/grpo/rollouts.jsonl",
     output:
-        "iter{iter}/data/train_video.jsonl",
+        "{run}iter{iter}/data/train_video.jsonl",
     log:
-        "logs/curriculum_filter/iter{iter}.log",
+        "logs/curriculum_filter/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/curriculum_filter/iter{iter}.tsv"
+        "logs/benchmarks/curriculum_filter/{run}iter{iter}.tsv"
     conda:
         "../envs/cpu.yaml"
     resources:
         **rule_resources("curriculum_filter"),
     params:
         cmd=python_script("curriculum_filter"),
-        cfg=lambda wc: as_json(config["curriculum"]),
+        cfg=lambda wc: as_json(cfg_of(wc)["curriculum"]),
     shell:
         "{params.cmd:q} --data {input.data:q} --rollouts {input.rollouts:q} "
         "--config {params.cfg:q} --out {output:q} 2> {log:q}"

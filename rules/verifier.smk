@@ -5,15 +5,15 @@
 
 rule verifier_sample:
     input:
-        model="iter{iter}/grpo/model",
+        model="{run}iter{iter}/grpo/model",
         data=get_grpo_queries,
     output:
-        rollouts="iter{iter}/verifier/rollouts.jsonl",
-        settings="iter{iter}/verifier/sample_settings.json",
+        rollouts="{run}iter{iter}/verifier/rollouts.jsonl",
+        settings="{run}iter{iter}/verifier/sample_settings.json",
     log:
-        "logs/verifier_sample/iter{iter}.log",
+        "logs/verifier_sample/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/verifier_sample/iter{iter}.tsv"
+        "logs/benchmarks/verifier_sample/{run}iter{iter}.tsv"
     conda:
         "../envs/train.yaml"
     resources:
@@ -30,22 +30,22 @@ rule verifier_sample:
 rule verifier_judge:
     input:
         rollouts=get_verifier_rollouts,
-        model="iter{iter}/grpo/model",
+        model="{run}iter{iter}/grpo/model",
     output:
-        verdicts="iter{iter}/verifier/verdicts.jsonl",
-        stats="iter{iter}/verifier/stats.json",
-        settings="iter{iter}/verifier/settings.json",
+        verdicts="{run}iter{iter}/verifier/verdicts.jsonl",
+        stats="{run}iter{iter}/verifier/stats.json",
+        settings="{run}iter{iter}/verifier/settings.json",
     log:
-        "logs/verifier_judge/iter{iter}.log",
+        "logs/verifier_judge/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/verifier_judge/iter{iter}.tsv"
+        "logs/benchmarks/verifier_judge/{run}iter{iter}.tsv"
     conda:
         conda_env("verifier_judge", "train")
     resources:
         **rule_resources("verifier_judge"),
     params:
         cmd=python_script("verifier_judge"),
-        cfg=lambda wc: as_json(config["verifier"]),
+        cfg=lambda wc: as_json(cfg_of(wc)["verifier"]),
     shell:
         "VERIPO_MEM_MB={resources.mem_mb} {params.cmd:q} --rollouts {input.rollouts:q} --model {input.model:q} "
         "--config {params.cfg:q} --out {output.verdicts:q} "
