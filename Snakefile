@@ -23,6 +23,7 @@ include: "rules/verifier.smk"
 include: "rules/dpo.smk"
 include: "rules/eval.smk"
 include: "rules/report.smk"
+include: "rules/compare.smk"
 
 
 rule all:

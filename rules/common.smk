@@ -14,6 +14,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
+from veripo.arms import RUN_WILDCARD, has_dpo, run_config, run_prefix
 from veripo.config import ConfigError, grpo_stage, rule_settings, validate_config
 from veripo.eval.settings import check_benchmarks, job_settings
 from veripo.report.run_end import failed_job_report, run_summary
@@ -58,10 +59,13 @@ SLURM_KEYS = {
 }
 
 
+# {run} prefixes an arm's chain (arms/<arm>/seed<S>/, config `arms`); empty for the configured
+# chain, so iterK/... keeps its paths.
 wildcard_constraints:
+    run=RUN_WILDCARD,
     iter=r"\d+",
     bench="|".join(BENCHMARKS),
-    ckpt=r"base|iter\d+",
+    ckpt=rf"base|{RUN_WILDCARD}iter\d+",
     evaldir=r"eval|eval_grpo",
 
 
@@ -188,8 +192,11 @@ def settings_params(settings, root=""):
     }
 
 
-def policy_args(*sections):
-    cfg = {
+def policy_args(*sections, cfg=None):
+    """The policy's settings (and the named ``sections``) of the chain configured by ``cfg``
+    (default: the configured chain)."""
+    conf = config if cfg is None else cfg
+    out = {
         "dtype": config["dtype"],
         "attn_implementation": config.get("attn_implementation"),
         "prompts": config["prompts"],
@@ -198,8 +205,8 @@ def policy_args(*sections):
         "max_question_chars": config["data"]["max_question_chars"],
     }
     for s in sections:
-        cfg[s] = config[s]
-    return cfg
+        out[s] = conf[s]
+    return out
 
 
 def rule_resources(name):
@@ -253,10 +260,18 @@ def base_model():
     return "base/model" if TINY else config["base_model"]
 
 
-def model_of_iteration(k):
-    """Checkpoint that ends iteration k: activation GRPO for 0, DPO for k >= 1."""
+def model_of_iteration(k, run=""):
+    """Checkpoint that ends iteration k of the chain under ``run``: activation GRPO for 0,
+    DPO for k >= 1 (GRPO in an arm without DPO)."""
     k = int(k)
-    return "iter0/grpo/model" if k == 0 else f"iter{k}/dpo/model"
+    if k == 0 or not has_dpo(config, run):
+        return f"{run}iter{k}/grpo/model"
+    return f"{run}iter{k}/dpo/model"
+
+
+def cfg_of(wildcards):
+    """The config of the chain the job belongs to (an arm's, or the configured one)."""
+    return run_config(config, wildcards.run)
 
 
 def as_model_input(model):
@@ -268,7 +283,7 @@ def as_model_input(model):
 
 def get_grpo_start_model(wildcards):
     k = int(wildcards.iter)
-    return base_model() if k == 0 else model_of_iteration(k - 1)
+    return base_model() if k == 0 else model_of_iteration(k - 1, wildcards.run)
 
 
 def get_grpo_start_input(wildcards):
@@ -281,7 +296,7 @@ def get_grpo_queries(wildcards):
         return config["data"]["train_activation"]
     if k == 1:
         return config["data"]["train_video"]
-    return f"iter{k - 1}/data/train_video.jsonl"
+    return f"{wildcards.run}iter{k - 1}/data/train_video.jsonl"
 
 
 def get_grpo_stage_name(wildcards):
@@ -289,28 +304,28 @@ def get_grpo_stage_name(wildcards):
 
 
 def get_grpo_settings(wildcards):
-    stage = grpo_stage(config, int(wildcards.iter))
+    stage = grpo_stage(cfg_of(wildcards), int(wildcards.iter))
     return {**policy_args(), "grpo": stage}
 
 
 def get_verifier_sample_settings(wildcards):
-    stage = grpo_stage(config, int(wildcards.iter))
-    rollouts = config["verifier"]["rollouts"]
+    stage = grpo_stage(cfg_of(wildcards), int(wildcards.iter))
+    rollouts = cfg_of(wildcards)["verifier"]["rollouts"]
     return {**policy_args(), "grpo": stage, "rollouts": rollouts}
 
 
 def get_verifier_rollouts(wildcards):
     """What the verifier judges: the GRPO stage's logged rollouts, or a fresh sampling
     pass (verifier.rollouts.source)."""
-    if config["verifier"]["rollouts"]["source"] == "fresh":
-        return f"iter{wildcards.iter}/verifier/rollouts.jsonl"
-    return f"iter{wildcards.iter}/grpo/rollouts.jsonl"
+    if cfg_of(wildcards)["verifier"]["rollouts"]["source"] == "fresh":
+        return f"{wildcards.run}iter{wildcards.iter}/verifier/rollouts.jsonl"
+    return f"{wildcards.run}iter{wildcards.iter}/grpo/rollouts.jsonl"
 
 
 def dpo_decision(wildcards, stats_path, on_too_few):
     with open(stats_path) as fh:
         n_pairs = json.load(fh)["pairs"]
-    min_pairs = config["dpo"]["min_pairs"]
+    min_pairs = cfg_of(wildcards)["dpo"]["min_pairs"]
     return dpo_gate(int(wildcards.iter), n_pairs, min_pairs, on_too_few)
 
 
@@ -321,15 +336,17 @@ _ANNOUNCED = set()
 def get_dpo_pairs(wildcards):
     """dpo_train's pairs, decided once dpo_build_pairs (a checkpoint) has counted
     them."""
-    out = checkpoints.dpo_build_pairs.get(iter=wildcards.iter).output
-    gate = dpo_decision(wildcards, out.stats, config["dpo"]["on_too_few_pairs"])
+    out = checkpoints.dpo_build_pairs.get(run=wildcards.run, iter=wildcards.iter).output
+    gate = dpo_decision(
+        wildcards, out.stats, cfg_of(wildcards)["dpo"]["on_too_few_pairs"]
+    )
     if gate["decision"] == "stop":
         raise WorkflowError(gate["message"])
     if gate["decision"] == "skip":
-        if wildcards.iter not in _ANNOUNCED:
-            _ANNOUNCED.add(wildcards.iter)
+        if (wildcards.run, wildcards.iter) not in _ANNOUNCED:
+            _ANNOUNCED.add((wildcards.run, wildcards.iter))
             logger.warning(gate["message"])
-        return f"iter{wildcards.iter}/dpo/pairs_skipped.jsonl"
+        return f"{wildcards.run}iter{wildcards.iter}/dpo/pairs_skipped.jsonl"
     return out.pairs
 
 
@@ -347,14 +364,28 @@ def get_eval_model(wildcards):
                 "use base/eval/"
             )
         return base_model()
-    k = int(wildcards.ckpt.removeprefix("iter"))
+    run, _, k = wildcards.ckpt.rpartition("iter")
     if wildcards.evaldir == "eval_grpo":
-        return f"iter{k}/grpo/model"
-    return model_of_iteration(k)
+        return f"{run}iter{k}/grpo/model"
+    return model_of_iteration(k, run)
 
 
 def get_eval_model_input(wildcards):
     return as_model_input(get_eval_model(wildcards))
+
+
+def get_eval_baseline_predictions(wildcards):
+    """The predictions of eval.paired_baseline's checkpoint (of the same chain) on the
+    benchmark, which the score's paired difference is taken against; none for that
+    checkpoint itself or without a baseline."""
+    baseline = config["eval"].get("paired_baseline")
+    if baseline is None or wildcards.evaldir != "eval":
+        return []
+    run = "" if wildcards.ckpt == "base" else wildcards.ckpt.rpartition("iter")[0]
+    ckpt = baseline if baseline == "base" else f"{run}{baseline}"
+    if ckpt == wildcards.ckpt:
+        return []
+    return [f"{ckpt}/eval/{wildcards.bench}.predictions.jsonl"]
 
 
 def get_eval_questions(wildcards):

@@ -11,23 +11,23 @@
 checkpoint dpo_build_pairs:
     input:
         rollouts=get_verifier_rollouts,
-        verdicts="iter{iter}/verifier/verdicts.jsonl",
-        model="iter{iter}/grpo/model",
+        verdicts="{run}iter{iter}/verifier/verdicts.jsonl",
+        model="{run}iter{iter}/grpo/model",
     output:
-        pairs="iter{iter}/dpo/pairs.jsonl",
-        stats="iter{iter}/dpo/pair_stats.json",
-        settings="iter{iter}/dpo/pairs_settings.json",
+        pairs="{run}iter{iter}/dpo/pairs.jsonl",
+        stats="{run}iter{iter}/dpo/pair_stats.json",
+        settings="{run}iter{iter}/dpo/pairs_settings.json",
     log:
-        "logs/dpo_build_pairs/iter{iter}.log",
+        "logs/dpo_build_pairs/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/dpo_build_pairs/iter{iter}.tsv"
+        "logs/benchmarks/dpo_build_pairs/{run}iter{iter}.tsv"
     conda:
         "../envs/train.yaml"
     resources:
         **rule_resources("dpo_build_pairs"),
     params:
         cmd=python_script("dpo_build_pairs"),
-        cfg=lambda wc: as_json(config["pairs"]),
+        cfg=lambda wc: as_json(cfg_of(wc)["pairs"]),
     shell:
         "{params.cmd} --rollouts {input.rollouts:q} --verdicts {input.verdicts:q} "
         "--model {input.model:q} --config {params.cfg:q} --out {output.pairs:q} "
@@ -38,13 +38,13 @@ checkpoint dpo_build_pairs:
 # then gets.
 rule dpo_skip_pairs:
     input:
-        stats="iter{iter}/dpo/pair_stats.json",
+        stats="{run}iter{iter}/dpo/pair_stats.json",
     output:
-        "iter{iter}/dpo/pairs_skipped.jsonl",
+        "{run}iter{iter}/dpo/pairs_skipped.jsonl",
     log:
-        "logs/dpo_skip_pairs/iter{iter}.log",
+        "logs/dpo_skip_pairs/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/dpo_skip_pairs/iter{iter}.tsv"
+        "logs/benchmarks/dpo_skip_pairs/{run}iter{iter}.tsv"
     conda:
         "../envs/cpu.yaml"
     resources:
@@ -60,25 +60,25 @@ rule dpo_skip_pairs:
 
 rule dpo_train:
     input:
-        model="iter{iter}/grpo/model",
+        model="{run}iter{iter}/grpo/model",
         pairs=get_dpo_pairs,
     output:
-        model=directory("iter{iter}/dpo/model"),
-        metrics="iter{iter}/dpo/metrics.jsonl",
-        heldout="iter{iter}/dpo/heldout.json",
-        settings="iter{iter}/dpo/settings.json",
+        model=directory("{run}iter{iter}/dpo/model"),
+        metrics="{run}iter{iter}/dpo/metrics.jsonl",
+        heldout="{run}iter{iter}/dpo/heldout.json",
+        settings="{run}iter{iter}/dpo/settings.json",
     log:
-        "logs/dpo_train/iter{iter}.log",
+        "logs/dpo_train/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/dpo_train/iter{iter}.tsv"
+        "logs/benchmarks/dpo_train/{run}iter{iter}.tsv"
     conda:
         "../envs/train.yaml"
     threads: rule_threads("dpo_train")
     resources:
         **training_resources("dpo_train"),
     params:
-        **settings_params(lambda wc: policy_args("dpo")),
-        ckpt="checkpoints/iter{iter}/dpo",
+        **settings_params(lambda wc: policy_args("dpo", cfg=cfg_of(wc))),
+        ckpt="checkpoints/{run}iter{iter}/dpo",
         cmd=launcher("dpo_train"),
         ranks=launch_ranks("dpo_train"),
         script=script_path("dpo_train"),
@@ -90,4 +90,4 @@ rule dpo_train:
         "--out-model {output.model:q} --out-metrics {output.metrics:q} "
         "--out-heldout {output.heldout:q} --out-settings {output.settings:q} "
         "--checkpoint-dir {params.ckpt:q} --tracking {params.tracking:q} "
-        "--tracking-name dpo_train/iter{wildcards.iter:q} 2> {log:q}"
+        "--tracking-name dpo_train/{wildcards.run:q}iter{wildcards.iter:q} 2> {log:q}"

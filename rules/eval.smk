@@ -39,6 +39,7 @@ rule eval_score:
         run_info="{ckpt}/{evaldir}/{bench}.run.json",
         questions=get_eval_questions,
         model=get_eval_model_input,
+        baseline=get_eval_baseline_predictions,
     output:
         "{ckpt}/{evaldir}/{bench}.json",
     log:
@@ -55,9 +56,12 @@ rule eval_score:
         ),
         cmd=python_script("eval_score"),
         model=get_eval_model,
+        baseline=lambda wc, input: (
+            ["--baseline-predictions", input.baseline[0]] if input.baseline else []
+        ),
     shell:
         "VERIPO_MEM_MB={resources.mem_mb} {params.cmd} --benchmark {wildcards.bench:q} "
         "--predictions {input.predictions:q} "
         "--run-info {input.run_info:q} --questions {input.questions:q} "
         "--model {params.model:q} --config {params.cfg:q} --run-settings {params.run:q} "
-        "--out {output:q} 2> {log:q}"
+        "{params.baseline:q} --out {output:q} 2> {log:q}"

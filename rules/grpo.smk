@@ -7,14 +7,14 @@ rule grpo_train:
         model=get_grpo_start_input,
         data=get_grpo_queries,
     output:
-        model=directory("iter{iter}/grpo/model"),
-        rollouts="iter{iter}/grpo/rollouts.jsonl",
-        metrics="iter{iter}/grpo/metrics.jsonl",
-        settings="iter{iter}/grpo/settings.json",
+        model=directory("{run}iter{iter}/grpo/model"),
+        rollouts="{run}iter{iter}/grpo/rollouts.jsonl",
+        metrics="{run}iter{iter}/grpo/metrics.jsonl",
+        settings="{run}iter{iter}/grpo/settings.json",
     log:
-        "logs/grpo_train/iter{iter}.log",
+        "logs/grpo_train/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/grpo_train/iter{iter}.tsv"
+        "logs/benchmarks/grpo_train/{run}iter{iter}.tsv"
     conda:
         conda_env("grpo_train", "train")
     threads: rule_threads("grpo_train")
@@ -24,7 +24,7 @@ rule grpo_train:
         **settings_params(get_grpo_settings),
         start=get_grpo_start_model,
         stage=get_grpo_stage_name,
-        ckpt="checkpoints/iter{iter}/grpo",
+        ckpt="checkpoints/{run}iter{iter}/grpo",
         cmd=launcher("grpo_train"),
         ranks=launch_ranks("grpo_train"),
         script=script_path("grpo_train"),
@@ -37,26 +37,26 @@ rule grpo_train:
         "--out-rollouts {output.rollouts:q} --out-metrics {output.metrics:q} "
         "--out-settings {output.settings:q} "
         "--checkpoint-dir {params.ckpt:q} --tracking {params.tracking:q} "
-        "--tracking-name grpo_train/iter{wildcards.iter:q} 2> {log:q}"
+        "--tracking-name grpo_train/{wildcards.run:q}iter{wildcards.iter:q} 2> {log:q}"
 
 
 rule curriculum_filter:
     input:
         data=get_grpo_queries,
-        rollouts="iter{iter}/grpo/rollouts.jsonl",
+        rollouts="{run}iter{iter}/grpo/rollouts.jsonl",
     output:
-        "iter{iter}/data/train_video.jsonl",
+        "{run}iter{iter}/data/train_video.jsonl",
     log:
-        "logs/curriculum_filter/iter{iter}.log",
+        "logs/curriculum_filter/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/curriculum_filter/iter{iter}.tsv"
+        "logs/benchmarks/curriculum_filter/{run}iter{iter}.tsv"
     conda:
         "../envs/cpu.yaml"
     resources:
         **rule_resources("curriculum_filter"),
     params:
         cmd=python_script("curriculum_filter"),
-        cfg=lambda wc: as_json(config["curriculum"]),
+        cfg=lambda wc: as_json(cfg_of(wc)["curriculum"]),
     shell:
         "{params.cmd} --data {input.data:q} --rollouts {input.rollouts:q} "
         "--config {params.cfg:q} --out {output:q} 2> {log:q}"

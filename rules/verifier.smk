@@ -5,15 +5,15 @@
 
 rule verifier_sample:
     input:
-        model="iter{iter}/grpo/model",
+        model="{run}iter{iter}/grpo/model",
         data=get_grpo_queries,
     output:
-        rollouts="iter{iter}/verifier/rollouts.jsonl",
-        settings="iter{iter}/verifier/sample_settings.json",
+        rollouts="{run}iter{iter}/verifier/rollouts.jsonl",
+        settings="{run}iter{iter}/verifier/sample_settings.json",
     log:
-        "logs/verifier_sample/iter{iter}.log",
+        "logs/verifier_sample/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/verifier_sample/iter{iter}.tsv"
+        "logs/benchmarks/verifier_sample/{run}iter{iter}.tsv"
     conda:
         "../envs/train.yaml"
     resources:
@@ -30,21 +30,21 @@ rule verifier_sample:
 rule verifier_judge:
     input:
         rollouts=get_verifier_rollouts,
-        model="iter{iter}/grpo/model",
+        model="{run}iter{iter}/grpo/model",
     output:
-        verdicts="iter{iter}/verifier/verdicts.jsonl",
-        stats="iter{iter}/verifier/stats.json",
-        settings="iter{iter}/verifier/settings.json",
+        verdicts="{run}iter{iter}/verifier/verdicts.jsonl",
+        stats="{run}iter{iter}/verifier/stats.json",
+        settings="{run}iter{iter}/verifier/settings.json",
     log:
-        "logs/verifier_judge/iter{iter}.log",
+        "logs/verifier_judge/{run}iter{iter}.log",
     benchmark:
-        "logs/benchmarks/verifier_judge/iter{iter}.tsv"
+        "logs/benchmarks/verifier_judge/{run}iter{iter}.tsv"
     conda:
         conda_env("verifier_judge", "train")
     resources:
         **rule_resources("verifier_judge"),
     params:
-        **settings_params(lambda wc: config["verifier"], root="verifier"),
+        **settings_params(lambda wc: cfg_of(wc)["verifier"], root="verifier"),
         cmd=python_script("verifier_judge"),
     shell:
         "VERIPO_MEM_MB={resources.mem_mb} {params.cmd} --rollouts {input.rollouts:q} --model {input.model:q} "

@@ -15,16 +15,18 @@ from veripo.cli import JSON, main_guard, setup_logging, summary
 @click.option("--config", "cfg", type=JSON, required=True, help="{verifier}")
 @click.option("--run-settings", "run", type=JSON, default="{}",
               help="settings that change no result, kept out of --config for Snakemake (veripo/run_settings.py)")
+@click.option("--baseline-predictions", default=None,
+              help="another checkpoint's predictions on the same questions: the score's paired difference")
 @click.option("--out", required=True)
 @main_guard
-def main(benchmark, predictions, run_info, questions, model_path, cfg, run, out):
+def main(benchmark, predictions, run_info, questions, model_path, cfg, run, out, baseline_predictions):
     setup_logging()
     cfg = merged(cfg, run)
     from veripo.eval.report import score_report
     from veripo.jsonio import read_json, write_json
 
     result = score_report(benchmark, predictions, questions, read_json(run_info), model_path,
-                          cfg["verifier"]["judge"])
+                          cfg["verifier"]["judge"], baseline_predictions)
     write_json(out, result)
     summary(out, f"{benchmark} overall {result['overall']:.2f} (n={result['n']}, skipped {result['skipped']}), "
                  f"inconsistency {result['inconsistency']['rate']:.2f}%")

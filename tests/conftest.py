@@ -147,7 +147,8 @@ def small_config(default: dict, iterations: int = 2) -> dict:
     cfg["iterations"] = iterations
     cfg["warmup"]["steps"] = 150
     syn = cfg["data"]["synthetic"]
-    syn.update(n_warmup=24, n_train_video=8, n_train_activation=4, n_benchmark=6)
+    syn.update(n_warmup=24, n_train_video=8, n_train_activation=4, n_benchmark=6,
+               benchmark_sizes={name: 4 for name in syn["benchmark_sizes"]})
     return validate_config(cfg)
 
 

@@ -52,7 +52,10 @@ def test_dry_run_of_base_and_intermediate_checkpoints(tmp_path, default_config):
                     "iter1/eval/mmvu.json")
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
-    assert job_counts(text)["eval_generate"] == 3 and job_counts(text)["eval_score"] == 3
+    # a fourth generation: base on mmvu, what iter1's mmvu scores take their paired difference to
+    # (eval.paired_baseline: base)
+    assert job_counts(text)["eval_generate"] == 4 and job_counts(text)["eval_score"] == 3
+    assert "--baseline-predictions base/eval/mmvu.predictions.jsonl" in text
     assert "eval_generate.py --model base/model --benchmark tomato" in text
     assert "eval_generate.py --model iter1/grpo/model --benchmark mmvu" in text
     assert "eval_generate.py --model iter1/dpo/model --benchmark mmvu" in text

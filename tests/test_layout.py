@@ -12,8 +12,9 @@ PKG = ROOT / "veripo"
 # every stage, stdlib-only so the Snakefile may build them at parse time) serve every stage alike;
 # config_reference writes docs/config.md from the config's schema; run_settings (the settings that change
 # no job's result) is read by the rule layer and by training's and evaluation's resume fingerprints alike.
+# arms (the variants of the loop, config `arms`) is read by the config check and the rule layer.
 BASICS = {"errors", "jsonio", "config", "cli", "answers", "rewards", "prompts", "hashing", "stage_config",
-          "config_reference", "run_settings"}
+          "config_reference", "run_settings", "arms"}
 # The stages, lowest first. A module may import the basics, its own stage and any stage below it,
 # never one above. The order follows the method's data flow and what each stage needs to do its job:
 #   media   decodes videos and images and checks they decode; nothing else.

@@ -75,7 +75,7 @@ def check_tiny_model(spec: dict) -> None:
                           f"multiple of {multiple} ({TINY_VISION_HEADS} vision heads, each a multiple of 4 wide)")
 
 
-def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
+def validate_config(config: dict, schema_path: str | Path = SCHEMA, check_arms: bool = True) -> dict:
     """Raise ConfigError naming the offending key; returns the config unchanged."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = sorted(_validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
@@ -118,6 +118,19 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         if missing:
             why = "enabled" if synthetic["enabled"] else "it writes the tiny base's warm-up or keep's sets"
             raise ConfigError(f"config key 'data.synthetic' lacks {sorted(missing)} while {why}")
+    from veripo.arms import arm_config, arm_problems
+
+    problems = arm_problems(config)
+    if problems:
+        raise ConfigError(problems[0])
+    if check_arms:
+        # each arm's merged config must be a valid config too (a bad override names its arm)
+        for arm in config.get("arms", {}):
+            try:
+                validate_config(arm_config(config, arm, 0), schema_path, check_arms=False)
+            except ConfigError as exc:
+                detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip() != "invalid config:")
+                raise ConfigError(f"config key 'arms.{arm}' makes an invalid config: {detail}") from None
     for i, name in enumerate(config["report"]["benchmarks"]):
         if name not in config["eval"]["benchmarks"]:
             raise ConfigError(f"config key 'report.benchmarks[{i}]': {name!r} is not one of eval.benchmarks "

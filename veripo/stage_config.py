@@ -443,6 +443,8 @@ class EvalConfig(GenerationConfig):
     SECTION: ClassVar[str] = "eval"
     media: MediaConfig = doc("video sampling, unless a benchmark overrides part of it")
     benchmarks: dict[str, BenchmarkConfig] = doc("name -> question file, video folder and overrides")
+    paired_baseline: str | None = doc("checkpoint every score file's paired difference is taken against "
+                                      "(base or iter<K> of the same chain); null: none", default=None)
 
     def generation(self) -> GenerationConfig:
         return GenerationConfig(**{f.name: getattr(self, f.name) for f in fields(GenerationConfig)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from veripo.eval import provenance
 
 from veripo.verify import verifier
-from veripo.eval.scoring import read_predictions, score_predictions
+from veripo.eval.scoring import paired_score_difference, read_predictions, score_predictions
 from veripo.hashing import sha256_file
 
 SHOWN_SKIPPED = 10
@@ -16,12 +16,16 @@ def skipped_keys(run_info: dict) -> list[str]:
 
 
 def score_report(benchmark: str, predictions: str, questions: str, run_info: dict, checkpoint: str,
-                 judge_spec: dict) -> dict:
+                 judge_spec: dict, baseline_predictions: str | None = None) -> dict:
     """Scores of ``predictions``, checked against ``questions``: every question answered exactly once
-    unless the generation run skipped it (``run_info``, written by scripts/eval_generate.py)."""
+    unless the generation run skipped it (``run_info``, written by scripts/eval_generate.py); with
+    ``baseline_predictions`` (another checkpoint's, on the same questions) the paired difference."""
     skipped = skipped_keys(run_info)
     items = read_predictions(predictions, benchmark, questions, skipped=skipped)
     result = score_predictions(benchmark, items)
+    if baseline_predictions is not None:
+        result["paired"] = {"baseline": baseline_predictions,
+                            **paired_score_difference(items, read_predictions(baseline_predictions, benchmark))}
     judge = verifier.get_judge(judge_spec)
     verdicts = [v["verdict"] for v in judge([item["response"] for item in items], None,
                                                   [item["answer_type"] for item in items])] if items else []

@@ -65,6 +65,19 @@ def score_predictions(benchmark: str, items: list[dict], intervals: bool = True)
     return result
 
 
+def paired_score_difference(items: list[dict], baseline: list[dict]) -> dict:
+    """overall(items) - overall(baseline) on the questions both answered, with its 95% paired
+    bootstrap interval (the same questions resampled for both); ``n`` questions in common."""
+    theirs = {item["key"]: item for item in baseline}
+    common = [item for item in items if item["key"] in theirs]
+    if not common:
+        raise ValueError("paired difference: the two prediction sets share no question")
+    ours = [score_response(i["response"], i["answer"], i["answer_type"]) for i in common]
+    base = [score_response(theirs[i["key"]]["response"], i["answer"], i["answer_type"]) for i in common]
+    paired = bootstrap.paired_difference(ours, base, [i["category"] for i in common], bootstrap.mean_aggregate)
+    return {"n": len(common), **paired}
+
+
 def _vsi_official_overall_arrays(means: dict):
     """official_overall per bootstrap resample, from per-resample category means (as
     _vsi_official_categories, on arrays)."""
