@@ -10,8 +10,9 @@ Read while the DAG is built: the standard library only.
 """
 from __future__ import annotations
 
-import copy
 import re
+
+from veripo.run_settings import merge_layers
 
 # What an arm may change: the loop's sections. Data, the base model, its warm-up and evaluation stay
 # shared, so the arms differ only in what the comparison is about.
@@ -37,19 +38,12 @@ def parse_run(run: str) -> tuple[str, int | None] | None:
     return m["arm"], None if m["seed"] is None else int(m["seed"])
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return out
-
-
 def arm_config(config: dict, arm: str, seed: int | None) -> dict:
     """The config one arm's chain runs with under ``seed`` (None: the configured seeds)."""
     arms = config.get("arms", {})
     if arm not in arms:
         raise ValueError(f"unknown arm {arm!r}: config 'arms' has {', '.join(sorted(arms)) or 'none'}")
-    out = _merge(copy.deepcopy(config), copy.deepcopy(arms[arm].get("overrides", {})))
+    out = merge_layers(config, arms[arm].get("overrides", {}))
     for path in SEED_KEYS if seed is not None else ():
         section = out
         for key in path[:-1]:

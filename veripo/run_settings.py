@@ -85,12 +85,18 @@ def split(settings: dict, root: str = "") -> tuple[dict, dict]:
     return (result.get(root, {}), run.get(root, {})) if root else (result, run)
 
 
-def merged(settings: dict, run: dict) -> dict:
-    """``settings`` with the run settings ``split`` took out put back in."""
-    out = copy.deepcopy(settings)
-    for key, value in run.items():
+def merge_layers(base: dict, layer: dict) -> dict:
+    """``layer`` over ``base`` as Snakemake merges config files: mappings key by key, any other value
+    replaced; neither argument is changed."""
+    out = copy.deepcopy(base)
+    for key, value in layer.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
+            out[key] = merge_layers(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def merged(settings: dict, run: dict) -> dict:
+    """``settings`` with the run settings ``split`` took out put back in."""
+    return merge_layers(settings, run)

@@ -18,30 +18,19 @@ replaces), so ``--configfile config.yaml configs/qwen25vl-7b.yaml`` is what a 7B
 """
 from __future__ import annotations
 
-import copy
 import os
 import re
 from dataclasses import asdict
 from pathlib import Path
 
 from veripo.errors import InputError
+from veripo.run_settings import merge_layers
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 EXPORTED_SETTINGS = "settings.json"
 # The checkpoints a run writes, relative to its directory (README "What runs").
 RUN_CHECKPOINT = re.compile(r"(base/model|iter\d+/(grpo|dpo)/model)")
 TRAINING_SETTINGS = ("settings.json", "warmup_settings.json")
-
-
-def merge_config(base: dict, layer: dict) -> dict:
-    """``layer`` over ``base`` as Snakemake merges config files: mappings key by key, other values replaced."""
-    out = copy.deepcopy(base)
-    for key, value in layer.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_config(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def read_layer(path: str | os.PathLike) -> dict:
@@ -67,7 +56,7 @@ def layered_config(paths: tuple[str, ...] = ()) -> dict:
 
     config: dict = {}
     for path in (REPO_CONFIG, *paths):
-        config = merge_config(config, read_layer(path))
+        config = merge_layers(config, read_layer(path))
     return validate_config(config)
 
 
