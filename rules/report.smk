@@ -32,13 +32,18 @@ rule report_figures:
     benchmark:
         "logs/benchmarks/report_figures/report_figures.tsv"
     conda:
-        "../envs/cpu.yaml"
+        # not cpu.yaml: counting the rollouts' think tokens needs the stage's tokenizer (tokenizers), as
+        # in rule compare, which measures the rollouts with the same code
+        "../envs/train.yaml"
     resources:
         **rule_resources("report_figures"),
     params:
         cmd=python_script("report_figures"),
         manifest=as_json(REPORT_MANIFEST),
+        # what the rollouts are verified with: no figure's number depends on its values (think
+        # tokens and the rule judge's verdicts do not), so editing it reruns nothing
+        verifier=NotARerunTrigger(as_json(config["verifier"])),
         benchmarks_dir="logs/benchmarks",
     shell:
-        "{params.cmd} --manifest {params.manifest:q} "
+        "{params.cmd} --manifest {params.manifest:q} --verifier {params.verifier:q} "
         "--benchmarks-dir {params.benchmarks_dir:q} {output:q} 2> {log:q}"

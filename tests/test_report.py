@@ -248,7 +248,7 @@ def test_the_plan_reads_each_stage_once_and_every_caption_exists():
     assert not any("eval_grpo" in p for p in plan.manifest_paths(without).values())
     figures = plan.figures(3, ["vsi_bench", "mmvu"])
     names = [f.name for f in figures]
-    assert len(names) == len(set(names)) == 4 + 3 + 3 + 2 + 1
+    assert len(names) == len(set(names)) == 4 + 1 + 3 + 3 + 2 + 1
     for f in figures:
         assert (ROOT / "report" / f"{f.caption}.rst").read_text().strip(), f.caption
     assert (ROOT / "report" / "workflow.rst").exists()
@@ -270,6 +270,29 @@ def test_report_benchmarks_must_be_evaluated(default_config):
 
 # --- the figure job ---------------------------------------------------------------------------------
 
+CONSISTENT_ROLLOUT = "<think>The ball is red. So the answer is A.</think><answer>A</answer>"
+INCONSISTENT_ROLLOUT = "<think>The ball is blue. So the answer is B.</think><answer>C</answer>"
+
+
+def grpo_rollouts(root, k, rounds):
+    """Iteration k's GRPO rollouts, two per round: a consistent one, and in odd rounds an inconsistent
+    one (rule judge: the think concludes B, the answer says C); and the stage checkpoint's tokenizer
+    (words and punctuation, one token each), which counts their think tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    query = {"id": "q", "question": "Which colour?\nA. red\nB. blue\nC. green", "answer": "A",
+             "answer_type": "multiple_choice"}
+    write_jsonl(root / f"iter{k}/grpo/rollouts.jsonl",
+                [{"rollout_id": f"q@r{r}#{i}", "query_id": "q", "iteration": k, "round": r, "completion": text,
+                  "num_tokens": 20, "reward_accuracy": float(text.endswith("<answer>A</answer>")), "query": query}
+                 for r in range(rounds) for i, text in
+                 enumerate([CONSISTENT_ROLLOUT, INCONSISTENT_ROLLOUT if r % 2 else CONSISTENT_ROLLOUT])])
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    (root / f"iter{k}/grpo/model").mkdir()
+    tok.save(str(root / f"iter{k}/grpo/model/tokenizer.json"))
+
+
 def small_run(root):
     """The artifacts of a 1-iteration run, as the rules lay them out (a tiny one, hand-written)."""
     for k in (0, 1):
@@ -279,6 +302,7 @@ def small_run(root):
         write_jsonl(root / f"iter{k}/grpo/metrics.jsonl",
                     [grpo_row(r // 2, 0.25 + 0.05 * r, 20.0 + r, 0.1 - 0.02 * r) | gap for r in range(12)])
         grpo_settings(root / f"iter{k}/grpo/settings.json")
+        grpo_rollouts(root, k, rounds=6)
     (root / "iter1/dpo").mkdir()
     write_jsonl(root / "iter1/dpo/metrics.jsonl",
                 [{"step": s, "loss": 0.69 - 0.05 * s, "margin": 0.4 * s, "positive_margin_share": 0.1 * s}
@@ -298,11 +322,41 @@ def small_run(root):
     (root / "logs/benchmarks/grpo_train/iter0.tsv").write_text("s\th:m:s\n12.5\t0:00:12\n")
 
 
+def default_verifier():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())["verifier"]
+
+
 def run_figures(root, names):
     m = plan.manifest(1, ["vsi_bench"], eval_grpo=True)
     return subprocess.run([sys.executable, str(ROOT / "scripts/report_figures.py"), "--manifest", json.dumps(m),
-                           "--benchmarks-dir", "logs/benchmarks", *[f"figures/{n}.png" for n in names]],
+                           "--verifier", json.dumps(default_verifier()), "--benchmarks-dir", "logs/benchmarks",
+                           *[f"figures/{n}.png" for n in names]],
                           cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def test_the_grpo_rounds_of_both_stages_lie_end_to_end(tmp_path, monkeypatch):
+    """Iteration 1's rounds continue the axis where iteration 0's end; each round's rewards and length
+    are its steps' (two per round) in its own metrics file, its inconsistency the share of its rollouts
+    the rule judge finds inconsistent, and its think length their think tokens."""
+    small_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    along = collect.grpo_along_iterations(plan.manifest(1, ["vsi_bench"], eval_grpo=True)["grpo"],
+                                          default_verifier())
+    assert [it["iteration"] for it in along] == [0, 1]
+    assert along[0]["rounds"] == along[1]["rounds"] == list(range(6))
+    assert along[0]["x"] == list(range(6)) and along[1]["x"] == list(range(6, 12))
+    for it in along:  # small_run's step s (round s // 2) logs accuracy 0.25 + 0.05 s and length 20 + s
+        assert it["reward/accuracy"] == pytest.approx([0.25 + 0.05 * (2 * r + 0.5) for r in range(6)])
+        assert it["response_length"] == pytest.approx([20.0 + 2 * r + 0.5 for r in range(6)])
+        assert it["reward/format"] == [0.5] * 6 and it["format_weight"] == 0.5
+        assert it["inconsistency"] == [0.0, 50.0, 0.0, 50.0, 0.0, 50.0]
+        # "The ball is red. So the answer is A." and its blue twin: 9 words and 2 full stops each
+        assert it["think_tokens"] == [11.0] * 6
+    rows = [json.loads(line) for line in (tmp_path / "iter1/grpo/rollouts.jsonl").read_text().splitlines()]
+    write_jsonl(tmp_path / "iter1/grpo/rollouts.jsonl", [r for r in rows if r["round"] != 5])
+    with pytest.raises(InputError, match=r"iter1/grpo/rollouts\.jsonl: rollouts of rounds \[0, 1, 2, 3, 4\], "
+                                         r"but iter1/grpo/metrics\.jsonl logs rounds \[0, 1, 2, 3, 4, 5\]"):
+        collect.grpo_along_iterations(plan.manifest(1, ["vsi_bench"], eval_grpo=True)["grpo"], default_verifier())
 
 
 def test_the_figure_job_draws_every_planned_figure(tmp_path):
@@ -369,7 +423,7 @@ def test_the_finished_runs_figures_draw_every_verdict_and_put_each_quantity_on_i
     cfg = yaml.safe_load((finished_run / "test_config.yaml").read_text())
     monkeypatch.chdir(finished_run)
     m = plan.manifest(cfg["iterations"], cfg["report"]["benchmarks"], cfg["report"]["eval_grpo"])
-    tables = collect_all(m, "logs/benchmarks")
+    tables = collect_all(m, "logs/benchmarks", cfg["verifier"])
 
     rows = tables["scores"]["vsi_bench"]
     for row, entry in zip(rows, m["scores"]["vsi_bench"]):
@@ -408,3 +462,56 @@ def test_the_finished_runs_figures_draw_every_verdict_and_put_each_quantity_on_i
             assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["before DPO", "after DPO"]
             assert [p.get_height() for p in ax.patches] == pytest.approx([heldout["before"][key],
                                                                           heldout["after"][key]])
+
+
+@pytest.mark.slow
+def test_the_finished_runs_grpo_rounds_lie_end_to_end_on_one_axis(finished_run, monkeypatch):
+    """On the chain's own artifacts, what the along-iterations figure plots: per iteration its rounds'
+    positions, which go on where the previous iteration's end; each round's rewards and response length,
+    the mean of its steps in the iteration's own metrics file; its think length and rule-judge
+    inconsistency, counted directly on the round's rollouts; and the lines and boundaries drawn there."""
+    import statistics
+
+    from veripo.answers import extract_think
+    from veripo.model.text_tokenizer import load_text_tokenizer
+    from veripo.report import figures
+    from veripo.verify.judges.rule import rule_judge
+
+    cfg = yaml.safe_load((finished_run / "test_config.yaml").read_text())
+    monkeypatch.chdir(finished_run)
+    m = plan.manifest(cfg["iterations"], cfg["report"]["benchmarks"], cfg["report"]["eval_grpo"])
+    along = collect.grpo_along_iterations(m["grpo"], cfg["verifier"])
+    assert [it["iteration"] for it in along] == list(range(cfg["iterations"] + 1))
+    following = 0  # where the next iteration's first round goes: right after the last one drawn
+    for it in along:
+        k = it["iteration"]
+        metrics = [json.loads(line) for line in (finished_run / f"iter{k}/grpo/metrics.jsonl").read_text().splitlines()]
+        rounds = sorted({r["round"] for r in metrics})
+        assert it["rounds"] == rounds and it["x"] == list(range(following, following + len(rounds)))
+        following += len(rounds)
+        for key in ("reward/accuracy", "reward/format", "response_length"):
+            assert it[key] == pytest.approx([statistics.fmean(r[key] for r in metrics if r["round"] == n)
+                                             for n in rounds]), (k, key)
+        rollouts = [json.loads(line) for line in
+                    (finished_run / f"iter{k}/grpo/rollouts.jsonl").read_text().splitlines()]
+        tokenizer = load_text_tokenizer(str(finished_run / f"iter{k}/grpo/model"))
+        for i, n in enumerate(rounds):
+            mine = [r for r in rollouts if r["round"] == n]
+            verdicts = [rule_judge(r["completion"], r["query"]["answer_type"])["verdict"] for r in mine]
+            assert it["inconsistency"][i] == pytest.approx(100 * verdicts.count("INCONSISTENT") / len(mine))
+            thinks = [extract_think(r["completion"]) for r in mine]
+            assert it["think_tokens"][i] == pytest.approx(
+                statistics.fmean(len(tokenizer.encode(t)) if t else 0 for t in thinks))
+            # the metrics' rewards and length are those of the same round's rollouts
+            assert it["reward/accuracy"][i] == pytest.approx(statistics.fmean(r["reward_accuracy"] for r in mine))
+            assert it["response_length"][i] == pytest.approx(statistics.fmean(r["num_tokens"] for r in mine))
+
+    fig = figures.along_iterations_figure(along)
+    reward, _, inconsistent, _ = fig.axes  # the three panels, then the reward panel's right axis
+    dashed = [line for line in inconsistent.lines if line.get_linestyle() == "--"]
+    assert [line.get_xdata()[0] for line in dashed] == [it["x"][0] - 0.5 for it in along[1:]]
+    # one curve per iteration (a few rounds each: raw values, no trailing mean), at its own positions
+    curves = [line for line in inconsistent.lines if line.get_linestyle() == "-"]
+    assert [(list(c.get_xdata()), list(c.get_ydata())) for c in curves] == \
+        [(it["x"], it["inconsistency"]) for it in along]
+    assert [t.get_text() for t in reward.texts] == [f"iter{it['iteration']}" for it in along]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from veripo.errors import InputError
 from veripo.jsonio import read_json, read_jsonl
+from veripo.report.rollouts import ROUND_METRICS, judged_rollouts, measures_per_round, metrics_per_round
+from veripo.stage_config import VerifierConfig
 from veripo.verify.judges.verdicts import VERDICTS
 
 GRPO_SERIES = ("reward/accuracy", "reward/format", "response_length", "loss", "kl", "clip_frac")
@@ -73,9 +75,48 @@ def grpo_curves(path: str | os.PathLike, settings_path: str | os.PathLike) -> di
            **_series(rows, GRPO_SERIES + (GRPO_GAP_SERIES if with_gap else ()), path)}
     out["rounds"] = len({r.get("round") for r in rows})
     out["stage"] = str(rows[0].get("stage", "?"))
+    out["format_weight"] = _format_weight(settings_path)
+    return out
+
+
+def _format_weight(settings_path: str | os.PathLike) -> float:
+    """The largest format reward of a GRPO stage: grpo.format_weight of the job's settings.json."""
     settings = read_json(settings_path)
-    out["format_weight"] = _number(_field(settings, "config.grpo.format_weight", settings_path), settings_path,
-                                   "config.grpo.format_weight")
+    return _number(_field(settings, "config.grpo.format_weight", settings_path), settings_path,
+                   "config.grpo.format_weight")
+
+
+def grpo_along_iterations(stages: dict[str, dict], verifier: dict) -> list[dict]:
+    """Every GRPO stage of the chain (``stages``: the manifest's "grpo") round by round on one axis, so
+    that the loop reads as one run rather than a restart at 0 per stage. Per iteration, in order: its
+    rounds and their positions ``x`` on the axis (iteration k's first right after iteration k-1's last);
+    per round the mean accuracy and format reward and response length (tokens) of the metrics file
+    (ROUND_METRICS), and the mean think tokens and the rule judge's inconsistency rate (% of the round's
+    rollouts) of the rollouts file (veripo.report.rollouts, as the arms' comparison counts them);
+    and the stage's largest format reward (grpo.format_weight)."""
+    cfg = VerifierConfig.from_config(verifier)
+    out, offset = [], 0
+    for k, d in sorted(stages.items(), key=lambda kv: int(kv[0])):
+        rows = read_jsonl(d["metrics"])
+        if not rows:
+            raise InputError(d["metrics"], "no steps logged")
+        _series(rows, ("round", *ROUND_METRICS), d["metrics"])  # each a number on every row
+        logged = metrics_per_round(rows)
+        judged = judged_rollouts(d["rollouts"], d["model"], cfg)
+        for row, _ in judged:
+            if "round" not in row:
+                raise InputError(d["rollouts"], "missing required field", line=row["_line"], field="round")
+        sampled = measures_per_round(judged)
+        if list(sampled) != list(logged):
+            # a round's point would pair one round's rewards with another's inconsistency
+            raise InputError(d["rollouts"], f"rollouts of rounds {list(sampled)}, but {d['metrics']} logs rounds "
+                                            f"{list(logged)}")
+        out.append({"iteration": int(k), "rounds": list(logged), "x": list(range(offset, offset + len(logged))),
+                    **{key: [m[key] for m in logged.values()] for key in ROUND_METRICS},
+                    "think_tokens": [m["think_tokens"] for m in sampled.values()],
+                    "inconsistency": [100.0 * m["inconsistency_rule"] for m in sampled.values()],
+                    "format_weight": _format_weight(d["settings"])})
+        offset += len(logged)
     return out
 
 
@@ -213,10 +254,12 @@ def wall_times(benchmarks_dir: str | os.PathLike) -> dict[str, dict[str, float]]
     return out
 
 
-def collect(manifest: dict, benchmarks_dir: str | os.PathLike) -> dict:
-    """Every table of the report, from the manifest of veripo.report.plan."""
+def collect(manifest: dict, benchmarks_dir: str | os.PathLike, verifier: dict) -> dict:
+    """Every table of the report, from the manifest of veripo.report.plan; ``verifier``, the config's
+    verifier section, is what the rollouts are verified with (grpo_along_iterations)."""
     return {
         "grpo": {int(k): grpo_curves(d["metrics"], d["settings"]) for k, d in manifest["grpo"].items()},
+        "grpo_along": grpo_along_iterations(manifest["grpo"], verifier),
         "dpo": {int(k): dpo_curves(d["metrics"], d["heldout"]) for k, d in manifest["dpo"].items()},
         "verifier": verifier_table(manifest["verifier"]),
         "pairs": pair_table(manifest["pairs"]),

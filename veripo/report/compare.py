@@ -2,8 +2,9 @@
 and the final scores' paired differences to the baseline arm.
 
 Every arm is measured the same way from its own artifacts: the GRPO rollouts give accuracy, response
-length, think length and the rule judge's inconsistency rate (computed here for every arm, so an arm
-without a verifier is measured like one with); an LLM judge's rate comes from the verifier's statistics
+length, think length and the rule judge's inconsistency rate (computed for every arm by
+veripo.report.rollouts, as the run's report computes them, so an arm without a verifier is measured like
+one with); an LLM judge's rate comes from the verifier's statistics
 where the arm ran one; scores come from the score files, their intervals included.
 """
 from __future__ import annotations
@@ -19,30 +20,10 @@ from veripo.answers import score_response
 from veripo.errors import InputError
 from veripo.eval import bootstrap
 from veripo.jsonio import read_json, read_jsonl
+from veripo.report.rollouts import judged_rollouts, measures, metrics_per_round
 from veripo.stage_config import VerifierConfig
-from veripo.verify.judges.verdicts import INCONSISTENT
-from veripo.verify.verifier import load_rollouts, verify_all
 
 SERIES = ("rollout_accuracy", "response_tokens", "think_tokens", "inconsistency_rule", "inconsistency_judge")
-
-
-def rollout_measures(rollouts_path: str, model_path: str, verifier_cfg: VerifierConfig) -> dict:
-    """Mean accuracy reward, response and think tokens, and the rule judge's inconsistency rate
-    (share of all rollouts) of one GRPO stage's rollouts."""
-    from veripo.model.text_tokenizer import load_text_tokenizer
-    from veripo.verify.judges import make_judge
-
-    rows = load_rollouts(rollouts_path)
-    verdicts = verify_all(rows, load_text_tokenizer(model_path), verifier_cfg, make_judge({"backend": "rule"}))
-    n = len(rows)
-    return {
-        "rollouts": n,
-        "rollout_accuracy": sum(float(r.get("reward_accuracy", 0.0)) for r in rows) / n,
-        "response_tokens": sum(int(r.get("num_tokens", len(r.get("completion_ids", [])))) for r in rows) / n,
-        "think_tokens": sum(v["checks"]["length"]["think_tokens"] for v in verdicts) / n,
-        "inconsistency_rule": sum(v["checks"]["consistency"]["verdict"] == INCONSISTENT for v in verdicts) / n,
-        "sampled_tokens": sum(int(r.get("num_tokens", 0)) for r in rows),
-    }
 
 
 def _wall_seconds(path: str) -> float:
@@ -58,15 +39,6 @@ def _wall_seconds(path: str) -> float:
         raise InputError(path, "not a Snakemake benchmark file (no 's' column)") from None
 
 
-def _per_round(metrics: list[dict]) -> list[dict]:
-    """Per GRPO round (in order) the mean accuracy reward and response length of its steps' rollouts."""
-    rounds = defaultdict(list)
-    for m in metrics:
-        rounds[m["round"]].append(m)
-    return [{"reward/accuracy": statistics.fmean(m["reward/accuracy"] for m in rounds[r]),
-             "response_length": statistics.fmean(m["response_length"] for m in rounds[r])} for r in sorted(rounds)]
-
-
 def _per_question(predictions: str, benchmark: str) -> tuple[dict[str, float], dict[str, str | None]]:
     from veripo.eval.scoring import read_predictions
 
@@ -79,12 +51,12 @@ def run_table(run: dict, benchmarks: list[str], verifier_cfg: VerifierConfig) ->
     """One row per iteration of one arm x seed."""
     rows = []
     for k, entry in enumerate(run["iterations"]):
-        row = {"iteration": k, **rollout_measures(entry["grpo_rollouts"], entry["grpo_model"], verifier_cfg)}
+        row = {"iteration": k, **measures(judged_rollouts(entry["grpo_rollouts"], entry["grpo_model"], verifier_cfg))}
         stats = read_json(entry["verifier_stats"]) if "verifier_stats" in entry else None
         judges = set((stats or {}).get("judges", {}))
         row["inconsistency_judge"] = stats["inconsistency_rate"] if stats and judges - {"rule"} else None
         row["pairs"] = len(read_jsonl(entry["pairs"])) if "pairs" in entry else None
-        row["grpo_rounds"] = _per_round(read_jsonl(entry["grpo_metrics"]))
+        row["grpo_rounds"] = list(metrics_per_round(read_jsonl(entry["grpo_metrics"])).values())
         for b in benchmarks:
             score = read_json(entry["scores"][b])
             row[f"score/{b}"] = score["overall"]

@@ -102,16 +102,21 @@ def grpo_figure(k: int, curves: dict) -> Figure:
 
 
 def _reward_panel(ax, steps: list, curves: dict) -> None:
-    """Accuracy reward (0 to 1) on the left axis, format reward on its own right axis from 0 to its
-    maximum (grpo.format_weight, 0.5 by default): on one 0-1 axis a format reward at its maximum would
-    read as half the rollouts malformed. Both tops are level, so each curve at the top is at its best."""
+    weight = curves["format_weight"]
+    right = ax.twinx()
     _curve(ax, steps, curves["reward/accuracy"], ACCURACY_COLOUR, "accuracy (left axis, max 1)")
+    _curve(right, steps, curves["reward/format"], FORMAT_COLOUR, f"format (right axis, max {weight:g})")
+    _reward_axes(ax, right, weight)
+
+
+def _reward_axes(ax, right, weight: float) -> None:
+    """Accuracy reward (0 to 1) on the left axis ``ax``, format reward on its own right axis ``right``
+    from 0 to its maximum (grpo.format_weight, 0.5 by default): on one 0-1 axis a format reward at its
+    maximum would read as half the rollouts malformed. Both tops are level, so each curve at the top is at
+    its best. Called once the curves are drawn: the legend takes their labels."""
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("accuracy reward", color=ACCURACY_COLOUR)
     ax.tick_params(axis="y", colors=ACCURACY_COLOUR)
-    weight = curves["format_weight"]
-    right = ax.twinx()
-    _curve(right, steps, curves["reward/format"], FORMAT_COLOUR, f"format (right axis, max {weight:g})")
     top = weight if weight > 0 else 1.0  # a weight of 0 pays nothing: the curve lies at 0
     right.set_ylim(-0.05 * top, 1.05 * top)
     right.set_ylabel(f"format reward (max {weight:g})", color=FORMAT_COLOUR)
@@ -120,6 +125,49 @@ def _reward_panel(ax, steps: list, curves: dict) -> None:
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     # the lines' own labels, so the legend names each axis' top as drawn
     ax.legend(handles=handles, loc="lower right", fontsize=8)
+
+
+def along_iterations_figure(along: list[dict]) -> Figure:
+    """Every GRPO stage's rounds end to end (collect.grpo_along_iterations), one band per iteration:
+    where each stage's own figure restarts at step 0, this one shows whether an iteration's GRPO takes up
+    where the previous one left the policy. Each iteration's curve is drawn apart: its first round samples
+    other queries (iteration 0: text and images) and, after a DPO stage, from another model."""
+    fig = Figure(figsize=(11, 9), layout="constrained")
+    reward, length, inconsistent = axes = fig.subplots(3, 1, sharex=True)
+    right = reward.twinx()
+    weight = max(it["format_weight"] for it in along)  # one axis for every stage: the largest top
+    for i, it in enumerate(along):
+        xs, first = it["x"], i == 0  # a legend entry per quantity, not per iteration
+        _curve(reward, xs, it["reward/accuracy"], ACCURACY_COLOUR, "accuracy (left axis, max 1)" if first else None)
+        _curve(right, xs, it["reward/format"], FORMAT_COLOUR,
+               f"format (right axis, max {weight:g})" if first else None)
+        _curve(length, xs, it["response_length"], "tab:purple", "response" if first else None)
+        _curve(length, xs, it["think_tokens"], "tab:olive", "think" if first else None)
+        _curve(inconsistent, xs, it["inconsistency"], "tab:red")
+    _reward_axes(reward, right, weight)
+    reward.set_title(reward.get_title(), pad=18)  # room for the iterations' names above the panel
+    length.set_title("mean length of the round's rollouts")
+    length.set_ylabel("tokens")
+    length.set_ylim(bottom=0)
+    length.legend(loc="lower right", fontsize=8)
+    inconsistent.set_title("think/answer inconsistency of the round's rollouts (rule judge)")
+    inconsistent.set_ylabel("INCONSISTENT, % of rollouts")
+    # from 0 to at least 5%: autoscaled, a rate that barely moves would fill the panel as if it swung
+    inconsistent.set_ylim(-2, max([5.0, *(v for it in along for v in it["inconsistency"])]) * 1.15)
+    inconsistent.set_xlabel("GRPO round, the iterations end to end")
+    for i, it in enumerate(along):
+        start, end = it["x"][0] - 0.5, it["x"][-1] + 0.5
+        for ax in axes:
+            if i % 2:
+                ax.axvspan(start, end, color="0.93", zorder=0, linewidth=0)
+            if i:
+                ax.axvline(start, color="0.5", linewidth=0.8, linestyle="--")
+        reward.text((start + end) / 2, 1.01, f"iter{it['iteration']}", transform=reward.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=9, fontweight="bold")
+    rounds = sum(len(it["x"]) for it in along)
+    fig.suptitle(f"GRPO along the loop: the {rounds} rounds of iterations 0-{along[-1]['iteration']} on one axis "
+                 "(bands and dashed lines: iteration boundaries)")
+    return fig
 
 
 def _gap_panel(ax, steps: list, curves: dict) -> None:
@@ -380,6 +428,7 @@ def draw_all(tables: dict, outputs: dict[str, str]) -> None:
     }
     for k, curves in tables["grpo"].items():
         drawers[f"grpo_iter{k}"] = lambda k=k, c=curves: grpo_figure(k, c)
+    drawers["grpo_along_iterations"] = lambda: along_iterations_figure(tables["grpo_along"])
     for k, curves in tables["dpo"].items():
         drawers[f"dpo_iter{k}"] = lambda k=k, c=curves: dpo_figure(k, c)
     for bench, rows in tables["scores"].items():

@@ -46,8 +46,10 @@ def manifest(iterations: int, benchmarks: list[str], eval_grpo: bool) -> dict:
     """Every artifact the figures read, by what it is; keys of iterations are strings (JSON)."""
     video = range(1, iterations + 1)
     return {
-        # settings.json: the stage's grpo section, whose format_weight is the format reward's top
-        "grpo": {str(k): {"metrics": f"iter{k}/grpo/metrics.jsonl", "settings": f"iter{k}/grpo/settings.json"}
+        # settings.json: the stage's grpo section, whose format_weight is the format reward's top; the
+        # rollouts are judged again (rule judge) and their think tokens counted with the model's tokenizer
+        "grpo": {str(k): {"metrics": f"iter{k}/grpo/metrics.jsonl", "settings": f"iter{k}/grpo/settings.json",
+                          "rollouts": f"iter{k}/grpo/rollouts.jsonl", "model": f"iter{k}/grpo/model"}
                  for k in range(iterations + 1)},
         "dpo": {str(k): {"metrics": f"iter{k}/dpo/metrics.jsonl", "heldout": f"iter{k}/dpo/heldout.json"}
                 for k in video},
@@ -74,6 +76,7 @@ def manifest_paths(m: dict) -> dict[str, str]:
 def figures(iterations: int, benchmarks: list[str]) -> list[Figure]:
     out = [Figure(f"grpo_iter{k}", "grpo", GRPO, f"iteration {k} ({'activation' if k == 0 else 'video'})")
            for k in range(iterations + 1)]
+    out.append(Figure("grpo_along_iterations", "grpo_along_iterations", GRPO, "all iterations, end to end"))
     out += [Figure(f"dpo_iter{k}", "dpo", DPO, f"iteration {k}") for k in range(1, iterations + 1)]
     out += [Figure("verifier", "verifier", VERIFIER, "verdicts"), Figure("pairs", "pairs", VERIFIER, "pairs"),
             Figure("inconsistency", "inconsistency", EVALUATION, "inconsistency")]
