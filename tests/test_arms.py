@@ -110,3 +110,17 @@ def test_compare_reads_two_arms_times_two_seeds(tmp_path, finished_run):
                  "grpo_along_iterations", "cost"):
         png = run / f"figures/compare/{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_the_probe_layer_validates_and_its_arms_differ_from_the_loop_in_dpo_only():
+    """configs/arms-probe.yaml (the README's DPO-strength table): every probe arm is the configured loop
+    with another DPO, so the table's differences are DPO's."""
+    from veripo.commands.checkpoint import layered_config
+
+    cfg = layered_config((str(ROOT / "configs/arms-probe.yaml"),))
+    loop = arms.arm_config(cfg, "veripo", 1)
+    probes = [a for a in cfg["report"]["arms"] if a not in ("veripo", "grpo_only")]
+    assert len(probes) == 3
+    for name in probes:
+        other = arms.arm_config(cfg, name, 1)
+        assert {k for k in loop if loop[k] != other[k]} == {"dpo"}, name
