@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, VLLM_TEST_ENGINE
 from veripo import answers, jsonio
@@ -311,8 +312,9 @@ def test_infer_takes_the_checkpoints_settings_not_the_directorys_config(run_dir,
     takes the evaluation's settings of the checkpoint, else the training job's settings beside it."""
     work = tmp_path / "run"
     shutil.copytree(run_dir, work)
-    (work / "config.yaml").write_text((work / "config.yaml").read_text().replace("max_new_tokens: 64",
-                                                                                   "max_new_tokens: 5"))
+    local = yaml.safe_load((work / "config.yaml").read_text())
+    local["eval"]["max_new_tokens"] = 5
+    (work / "config.yaml").write_text(yaml.safe_dump(local))
     evaluated = infer_json(["--model", "iter2/dpo/model"], work)
     record = jsonio.read_json(work / "iter2/eval/vsi_bench.run.json")
     assert evaluated["settings"] == asked_as(record["settings"])

@@ -97,7 +97,8 @@ def test_vllm_backend_through_the_eval_job(tmp_path, tiny_dir, default_config, m
     assert [len(prompts) for prompts, _ in llm.calls] == [3, 2]  # batch_size questions per llm.generate
     params = llm.calls[0][1].kwargs
     banned = {t: -100.0 for t in policy.suppressed_token_ids(SimpleNamespace(config=AutoConfig.from_pretrained(tiny_dir)))}
-    assert params == {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.05, "max_tokens": 64, "seed": 0,
+    assert params == {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.05,
+                      "max_tokens": default_config["eval"]["max_new_tokens"], "seed": 0,
                       "logit_bias": banned}  # the four vision tokens the HF sampler bans
     request = llm.calls[0][0][0]
     assert request["prompt"].startswith("<|im_start|>system")
