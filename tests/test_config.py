@@ -5,21 +5,15 @@ import pytest
 import yaml
 
 from veripo.config import ConfigError, grpo_stage, load_config, validate_config
+from veripo.run_settings import merge_layers
 
 from conftest import ROOT
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def test_default_and_7b_configs_validate():
     default = load_config(ROOT / "config.yaml")
     seven_b = yaml.safe_load((ROOT / "configs" / "qwen25vl-7b.yaml").read_text())
-    merged = validate_config(deep_merge(default, seven_b))
+    merged = validate_config(merge_layers(default, seven_b))
     assert grpo_stage(merged, 0)["global_batch"] == 128 and grpo_stage(merged, 0)["lr"] == 1e-6
     assert grpo_stage(merged, 1)["lr"] == 1e-6 and grpo_stage(merged, 2)["lr"] == 5e-7
     assert merged["dpo"]["beta"] == 0.1 and merged["dpo"]["global_batch"] == 32

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from veripo import config_reference as ref
+from veripo.run_settings import merge_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "config.md"
@@ -137,6 +138,6 @@ def test_the_guides_site_config_is_valid_over_the_7b_config():
     blocks = re.findall(r"```yaml\n(.*?)```", _cluster_section(), flags=re.S)
     assert blocks, "the guide shows no site config"
     site = yaml.safe_load(blocks[0])
-    config = ref.merge(ref.merge(ref.load(ref.DEFAULT_CONFIG), ref.load(ref.CONFIG_7B)), site)
+    config = merge_layers(merge_layers(ref.load(ref.DEFAULT_CONFIG), ref.load(ref.CONFIG_7B)), site)
     validate_config(config)
     assert config["data"]["train_video"] == f"data/imported/{next(iter(site['data']['imports']))}.jsonl"

@@ -17,6 +17,7 @@ import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import ROOT
+from veripo.run_settings import merge_layers
 from veripo.train import memory_plan as mp
 
 TOLERANCE = 0.03
@@ -187,7 +188,7 @@ def test_video_tokens():
 
 def seven_b(**over) -> dict:
     config = mp.load_config([str(ROOT / "config.yaml"), str(ROOT / "configs" / "qwen25vl-7b.yaml")])
-    return mp.merge(config, over)
+    return merge_layers(config, over)
 
 
 def activations(job) -> float:
@@ -222,13 +223,13 @@ def test_zero_config_auto_picks_zero2_where_it_fits_with_margin():
         assert (c.stage, c.zero_config) == (2, "configs/deepspeed/zero2.json"), (rule, c)
         assert c.peak_gib[2] <= c.budget_gib == 0.85 * 80, (rule, c)
     assert {r: c.stage for r, c in choices(config, gpu_gb=40, gpus=16).items()} == {"grpo_train": 3, "dpo_train": 3}
-    one = mp.merge(config, {"resources": {"dpo_train": {"nodes": 1, "procs_per_node": 1}}})
+    one = merge_layers(config, {"resources": {"dpo_train": {"nodes": 1, "procs_per_node": 1}}})
     assert {r: c.stage for r, c in choices(one, gpu_gb=141, gpus=1).items()} == {"grpo_train": 3, "dpo_train": 3}
     plans = {rule: at for rule, (at, _) in mp.training_jobs(config, mp.Settings()).items()}
     none = mp.choose_zero_config(plans["grpo_train"], None)
     assert (none.stage, none.reason) == (2, "no GPU: nothing to fit, ZeRO-2")
     # a bigger token budget per forward is what tips the choice
-    big = mp.merge(config, {"grpo": {"micro_batch": 64, "micro_batch_tokens": 65536}})
+    big = merge_layers(config, {"grpo": {"micro_batch": 64, "micro_batch_tokens": 65536}})
     assert choices(big, gpu_gb=80, gpus=16)["grpo_train"].stage == 3
 
 

@@ -15,14 +15,7 @@ from conftest import ROOT
 from veripo import stage_config as sc
 from veripo.config import ConfigError, grpo_stage, validate_config
 from veripo.eval.settings import job_settings
-
-
-def merged(base: dict, override: dict) -> dict:
-    """``override`` over ``base`` key by key, as Snakemake merges --configfile files."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+from veripo.run_settings import merge_layers as merged
 
 
 @pytest.fixture(scope="module", params=["default", "7b"])

@@ -19,6 +19,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from veripo.run_settings import merge_layers
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = ROOT / "config.yaml"
@@ -152,14 +154,6 @@ def undocumented(schema: dict, config: dict) -> list[str]:
     return out
 
 
-def merge(base: dict, over: dict) -> dict:
-    """``over`` merged into ``base`` key by key, nested mappings recursively (snakemake's --configfile)."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def values_at(config: Any, path: tuple[str, ...], label: str = "") -> list[tuple[str, Any]]:
     """(label, value) of every place in ``config`` that ``path`` names; the label names the map keys
     and list positions the placeholders stood for."""
@@ -251,7 +245,7 @@ def render(schema: dict, default: dict, config_7b: dict) -> str:
     missing = missing_descriptions(schema)
     if missing:
         raise ValueError("schema key(s) without a description: " + ", ".join(missing))
-    merged = merge(default, config_7b)
+    merged = merge_layers(default, config_7b)
     head = ("| key | type | allowed | default (config.yaml) | 7B, where it differs | description |\n"
             "|---|---|---|---|---|---|\n")
 

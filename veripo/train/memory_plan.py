@@ -32,6 +32,8 @@ from typing import Callable
 
 import yaml
 
+from veripo.run_settings import merge_layers
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository: zero_config paths are relative to it
 GIB = 1024 ** 3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -92,19 +94,10 @@ KNOWN_SHAPES = {
 
 # Config -------------------------------------------------------------------------------------------
 
-def merge(base: dict, over: dict) -> dict:
-    """``over`` on top of ``base`` key by key (Snakemake's update_config): nested mappings merge,
-    anything else (lists included) is replaced."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def load_config(paths: list[str]) -> dict:
     config: dict = {}
     for path in paths:
-        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        config = merge_layers(config, yaml.safe_load(Path(path).read_text()) or {})
     return config
 
 
